@@ -1,0 +1,30 @@
+//! releq-common: the no_std core that the releq host and firmware share.
+//!
+//! Everything that must agree bit for bit between the host and the
+//! microcontroller lives here, compiled into both:
+//!
+//! - [`model`]: the `.releq` format (header, CRC, zero-copy postcard payload);
+//! - [`validate`]: one-time validation with typed errors, and the exact
+//!   flash / arena figures;
+//! - [`quant`]: TFLite-style integer-only arithmetic (the rounding contract);
+//! - [`pack`]: bit-packing of weights at 2..=8 bits;
+//! - [`kernels`]: the scalar reference kernels;
+//! - [`runtime`]: running a validated model layer by layer;
+//! - [`protocol`]: host <-> device messages and COBS framing.
+//!
+//! With the `std` feature (default, host side) it also offers
+//! [`builder`]: building models from owned arrays and encoding them.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+#[cfg(feature = "std")]
+pub mod builder;
+pub mod kernels;
+pub mod model;
+pub mod pack;
+pub mod protocol;
+pub mod quant;
+pub mod runtime;
+pub mod validate;
+
+pub use model::{Layer, Model, Shape, TensorQuant};
+pub use validate::{ModelError, Plan};
