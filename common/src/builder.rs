@@ -43,10 +43,7 @@ impl OwnedWeights {
             bits,
             packed: pack_rows(values, k, bits)?,
             bias: bias.iter().flat_map(|b| b.to_le_bytes()).collect(),
-            multiplier: requant
-                .iter()
-                .flat_map(|q| q.multiplier.to_le_bytes())
-                .collect(),
+            multiplier: requant.iter().flat_map(|q| q.multiplier.to_le_bytes()).collect(),
             shift: requant.iter().map(|q| q.shift as u8).collect(),
         })
     }
@@ -75,13 +72,7 @@ impl OwnedWeights {
 }
 
 /// Empty weights for a layer template.
-pub const NO_WEIGHTS: Weights<'static> = Weights {
-    bits: 8,
-    packed: &[],
-    bias: &[],
-    multiplier: &[],
-    shift: &[],
-};
+pub const NO_WEIGHTS: Weights<'static> = Weights { bits: 8, packed: &[], bias: &[], multiplier: &[], shift: &[] };
 
 /// A model whose arrays the host owns.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,12 +101,7 @@ pub enum BuildError {
 impl OwnedModel {
     /// An empty model.
     pub fn new(name: impl Into<String>, input_shape: Shape, input_quant: TensorQuant) -> Self {
-        Self {
-            name: name.into(),
-            input_shape,
-            input_quant,
-            layers: Vec::new(),
-        }
+        Self { name: name.into(), input_shape, input_quant, layers: Vec::new() }
     }
 
     /// Append a layer; weighted layers need `Some(weights)`. Returns the id of
@@ -138,16 +124,9 @@ impl OwnedModel {
             if let (Some(w), Some(o)) = (l.weights_mut(), owned) {
                 *w = o.borrow();
             }
-            layers
-                .push(l)
-                .map_err(|_| BuildError::TooManyLayers(self.layers.len()))?;
+            layers.push(l).map_err(|_| BuildError::TooManyLayers(self.layers.len()))?;
         }
-        Ok(Model {
-            name: &self.name,
-            input_shape: self.input_shape,
-            input_quant: self.input_quant,
-            layers,
-        })
+        Ok(Model { name: &self.name, input_shape: self.input_shape, input_quant: self.input_quant, layers })
     }
 
     /// Validate and plan.
@@ -170,9 +149,7 @@ impl OwnedModel {
                 let owned = l.weights().map(OwnedWeights::from_weights);
                 let mut t: Layer<'static> = match *l {
                     Layer::Conv2d(c) => Layer::Conv2d(crate::model::Conv2d { w: NO_WEIGHTS, ..c }),
-                    Layer::DepthwiseConv2d(c) => {
-                        Layer::DepthwiseConv2d(crate::model::Conv2d { w: NO_WEIGHTS, ..c })
-                    }
+                    Layer::DepthwiseConv2d(c) => Layer::DepthwiseConv2d(crate::model::Conv2d { w: NO_WEIGHTS, ..c }),
                     Layer::Dense(d) => Layer::Dense(crate::model::Dense { w: NO_WEIGHTS, ..d }),
                     Layer::MaxPool2d(p) => Layer::MaxPool2d(p),
                     Layer::AvgPool2d(p) => Layer::AvgPool2d(p),
@@ -185,12 +162,7 @@ impl OwnedModel {
                 (t, owned)
             })
             .collect();
-        Self {
-            name: m.name.into(),
-            input_shape: m.input_shape,
-            input_quant: m.input_quant,
-            layers,
-        }
+        Self { name: m.name.into(), input_shape: m.input_shape, input_quant: m.input_quant, layers }
     }
 }
 
@@ -205,8 +177,5 @@ pub fn activation_clamp(act: crate::model::Activation, out: &TensorQuant) -> Cla
             (out.zero_point.max(lo), six.min(hi))
         }
     };
-    Clamp {
-        min: min as i16,
-        max: max as i16,
-    }
+    Clamp { min: min as i16, max: max as i16 }
 }

@@ -125,12 +125,7 @@ pub struct Padding {
 impl Padding {
     /// The same padding on every side.
     pub const fn same(p: u8) -> Self {
-        Self {
-            top: p,
-            left: p,
-            bottom: p,
-            right: p,
-        }
+        Self { top: p, left: p, bottom: p, right: p }
     }
 }
 
@@ -167,10 +162,7 @@ impl Weights<'_> {
     /// Requantization of output channel `c`.
     #[inline]
     pub fn requant(&self, c: usize) -> crate::quant::QuantizedMultiplier {
-        crate::quant::QuantizedMultiplier {
-            multiplier: le_i32(self.multiplier, c),
-            shift: self.shift[c] as i8,
-        }
+        crate::quant::QuantizedMultiplier { multiplier: le_i32(self.multiplier, c), shift: self.shift[c] as i8 }
     }
     /// Packed row of output channel `c`, `row_bytes` long.
     #[inline]
@@ -458,9 +450,7 @@ pub struct Header {
 /// Check the header and CRC and return the payload slice.
 pub fn parse_header(bytes: &[u8]) -> Result<(Header, &[u8]), FormatError> {
     if bytes.len() < HEADER_LEN {
-        return Err(FormatError::TooShortForHeader {
-            len: bytes.len() as u32,
-        });
+        return Err(FormatError::TooShortForHeader { len: bytes.len() as u32 });
     }
     let found = [bytes[0], bytes[1], bytes[2], bytes[3]];
     if found != MAGIC {
@@ -477,10 +467,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<(Header, &[u8]), FormatError> {
     let crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
     let available = bytes.len() - HEADER_LEN;
     if (available as u64) < payload_len as u64 {
-        return Err(FormatError::Truncated {
-            declared: payload_len,
-            available: available as u32,
-        });
+        return Err(FormatError::Truncated { declared: payload_len, available: available as u32 });
     }
     if available as u64 > payload_len as u64 {
         return Err(FormatError::TrailingBytes {
@@ -491,19 +478,9 @@ pub fn parse_header(bytes: &[u8]) -> Result<(Header, &[u8]), FormatError> {
     let payload = &bytes[HEADER_LEN..];
     let actual = CRC32.checksum(payload);
     if actual != crc {
-        return Err(FormatError::Crc {
-            expected: crc,
-            actual,
-        });
+        return Err(FormatError::Crc { expected: crc, actual });
     }
-    Ok((
-        Header {
-            version,
-            payload_len,
-            crc,
-        },
-        payload,
-    ))
+    Ok((Header { version, payload_len, crc }, payload))
 }
 
 impl<'a> Model<'a> {
@@ -512,12 +489,10 @@ impl<'a> Model<'a> {
     /// [`crate::validate::Plan::new`].
     pub fn decode(bytes: &'a [u8]) -> Result<Self, FormatError> {
         let (_, payload) = parse_header(bytes)?;
-        let (model, rest) = postcard::take_from_bytes::<Model<'a>>(payload)
-            .map_err(|e| FormatError::Decode(e.into()))?;
+        let (model, rest) =
+            postcard::take_from_bytes::<Model<'a>>(payload).map_err(|e| FormatError::Decode(e.into()))?;
         if !rest.is_empty() {
-            return Err(FormatError::PayloadTrailing {
-                extra: rest.len() as u32,
-            });
+            return Err(FormatError::PayloadTrailing { extra: rest.len() as u32 });
         }
         Ok(model)
     }

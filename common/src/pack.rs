@@ -31,11 +31,7 @@ pub fn get(row: &[u8], bits: u8, index: usize) -> i8 {
     let bit = index * bits as usize;
     let byte = bit / 8;
     let lo = row[byte] as u16;
-    let hi = if (bit % 8) + bits as usize > 8 {
-        row[byte + 1] as u16
-    } else {
-        0
-    };
+    let hi = if (bit % 8) + bits as usize > 8 { row[byte + 1] as u16 } else { 0 };
     let word = (lo | (hi << 8)) >> (bit % 8);
     let mask = (1u16 << bits) - 1;
     let field = word & mask;
@@ -84,10 +80,7 @@ pub fn pack_row(values: &[i8], bits: u8, out: &mut [u8]) -> Result<(), PackError
     }
     let expected = row_bytes(values.len(), bits);
     if out.len() != expected {
-        return Err(PackError::BufferLength {
-            expected,
-            actual: out.len(),
-        });
+        return Err(PackError::BufferLength { expected, actual: out.len() });
     }
     let lo = -(1i16 << (bits - 1));
     let hi = (1i16 << (bits - 1)) - 1;
@@ -95,11 +88,7 @@ pub fn pack_row(values: &[i8], bits: u8, out: &mut [u8]) -> Result<(), PackError
     let mask = (1u16 << bits) - 1;
     for (j, &v) in values.iter().enumerate() {
         if (v as i16) < lo || (v as i16) > hi {
-            return Err(PackError::OutOfRange {
-                index: j,
-                value: v,
-                bits,
-            });
+            return Err(PackError::OutOfRange { index: j, value: v, bits });
         }
         let bit = j * bits as usize;
         let field = ((v as i16 as u16) & mask) << (bit % 8);
@@ -118,11 +107,7 @@ pub fn pack_rows(values: &[i8], cols: usize, bits: u8) -> Result<std::vec::Vec<u
     let rows = if cols == 0 { 0 } else { values.len() / cols };
     let mut out = std::vec![0u8; rows * rb];
     for r in 0..rows {
-        pack_row(
-            &values[r * cols..(r + 1) * cols],
-            bits,
-            &mut out[r * rb..(r + 1) * rb],
-        )?;
+        pack_row(&values[r * cols..(r + 1) * cols], bits, &mut out[r * rb..(r + 1) * rb])?;
     }
     Ok(out)
 }
@@ -169,9 +154,7 @@ mod tests {
             let lo = -(1i16 << (bits - 1));
             let hi = (1i16 << (bits - 1)) - 1;
             for len in 0..40 {
-                let values: Vec<i8> = (0..len)
-                    .map(|j| (lo + (j as i16 * 7) % (hi - lo + 1)) as i8)
-                    .collect();
+                let values: Vec<i8> = (0..len).map(|j| (lo + (j as i16 * 7) % (hi - lo + 1)) as i8).collect();
                 roundtrip(&values, bits);
             }
         }
@@ -200,21 +183,8 @@ mod tests {
     #[test]
     fn errors() {
         let mut out = [0u8; 1];
-        assert_eq!(
-            pack_row(&[2], 2, &mut out),
-            Err(PackError::OutOfRange {
-                index: 0,
-                value: 2,
-                bits: 2
-            })
-        );
+        assert_eq!(pack_row(&[2], 2, &mut out), Err(PackError::OutOfRange { index: 0, value: 2, bits: 2 }));
         assert_eq!(pack_row(&[0], 9, &mut out), Err(PackError::Bits(9)));
-        assert_eq!(
-            pack_row(&[0; 5], 2, &mut out),
-            Err(PackError::BufferLength {
-                expected: 2,
-                actual: 1
-            })
-        );
+        assert_eq!(pack_row(&[0; 5], 2, &mut out), Err(PackError::BufferLength { expected: 2, actual: 1 }));
     }
 }

@@ -254,10 +254,7 @@ pub enum FrameError {
 }
 
 /// Encode a message as one frame (COBS + terminating zero) into `buf`.
-pub fn encode_frame<'b, T: Serialize>(
-    msg: &T,
-    buf: &'b mut [u8],
-) -> Result<&'b mut [u8], FrameError> {
+pub fn encode_frame<'b, T: Serialize>(msg: &T, buf: &'b mut [u8]) -> Result<&'b mut [u8], FrameError> {
     postcard::to_slice_cobs(msg, buf).map_err(|_| FrameError::TooLarge)
 }
 
@@ -294,11 +291,7 @@ pub enum Push {
 impl<const N: usize> FrameReader<N> {
     /// An empty reader.
     pub const fn new() -> Self {
-        Self {
-            buf: [0; N],
-            len: 0,
-            overflowed: false,
-        }
+        Self { buf: [0; N], len: 0, overflowed: false }
     }
 
     /// Feed one byte.
@@ -309,11 +302,7 @@ impl<const N: usize> FrameReader<N> {
             if core::mem::take(&mut self.overflowed) {
                 return Push::Overflow;
             }
-            return if len == 0 {
-                Push::Pending
-            } else {
-                Push::Frame(len)
-            };
+            return if len == 0 { Push::Pending } else { Push::Frame(len) };
         }
         if self.len == N {
             self.overflowed = true;
@@ -353,12 +342,8 @@ mod tests {
 
     #[test]
     fn requests_roundtrip() {
-        roundtrip_req(&Request::Info {
-            protocol: PROTOCOL_VERSION,
-        });
-        roundtrip_req(&Request::Run {
-            input: &[0, 1, 2, 0, 255, 0],
-        });
+        roundtrip_req(&Request::Info { protocol: PROTOCOL_VERSION });
+        roundtrip_req(&Request::Run { input: &[0, 1, 2, 0, 255, 0] });
         roundtrip_req(&Request::TimeLayer {
             spec: LayerSpec {
                 kind: SpecKind::Conv2d,
@@ -381,24 +366,14 @@ mod tests {
     fn responses_roundtrip() {
         let mut counts = heapless::Vec::new();
         counts.extend_from_slice(&[1, 2, 3]).unwrap();
-        let resp = Response::Run(RunResult {
-            output: &[1, 2, 0xff],
-            counts,
-            overhead: 7,
-        });
+        let resp = Response::Run(RunResult { output: &[1, 2, 0xff], counts, overhead: 7 });
         let mut buf = [0u8; 256];
         let n = encode_frame(&resp, &mut buf).unwrap().len();
         let back: Response<'_> = decode_frame(&mut buf[..n - 1]).unwrap();
         assert_eq!(back, resp);
-        let err = Response::Error(DeviceError::Run(RunError::InputLength {
-            expected: 784,
-            actual: 3,
-        }));
+        let err = Response::Error(DeviceError::Run(RunError::InputLength { expected: 784, actual: 3 }));
         let n = encode_frame(&err, &mut buf).unwrap().len();
-        assert_eq!(
-            decode_frame::<Response<'_>>(&mut buf[..n - 1]).unwrap(),
-            err
-        );
+        assert_eq!(decode_frame::<Response<'_>>(&mut buf[..n - 1]).unwrap(), err);
     }
 
     #[test]
@@ -412,25 +387,16 @@ mod tests {
         // A bad COBS frame: code byte 5 promises 4 more bytes, only 1 follows.
         reader.push(5);
         reader.push(1);
-        let Push::Frame(n) = reader.push(0) else {
-            panic!()
-        };
+        let Push::Frame(n) = reader.push(0) else { panic!() };
         assert_eq!(reader.take::<Request<'_>>(n), Err(FrameError::Cobs));
         // A valid COBS frame with an unknown enum tag.
         reader.push(2);
         reader.push(9);
-        let Push::Frame(n) = reader.push(0) else {
-            panic!()
-        };
-        assert!(matches!(
-            reader.take::<Request<'_>>(n),
-            Err(FrameError::Decode(_))
-        ));
+        let Push::Frame(n) = reader.push(0) else { panic!() };
+        assert!(matches!(reader.take::<Request<'_>>(n), Err(FrameError::Decode(_))));
         // And a good frame after all that still decodes.
         let mut buf = [0u8; 16];
-        let frame = encode_frame(&Request::Info { protocol: 1 }, &mut buf)
-            .unwrap()
-            .to_vec();
+        let frame = encode_frame(&Request::Info { protocol: 1 }, &mut buf).unwrap().to_vec();
         let mut ok = false;
         for b in frame {
             if let Push::Frame(n) = reader.push(b) {
@@ -443,9 +409,6 @@ mod tests {
     #[test]
     fn encode_too_large_is_an_error() {
         let mut buf = [0u8; 4];
-        assert_eq!(
-            encode_frame(&Request::Run { input: &[1; 10] }, &mut buf).unwrap_err(),
-            FrameError::TooLarge
-        );
+        assert_eq!(encode_frame(&Request::Run { input: &[1; 10] }, &mut buf).unwrap_err(), FrameError::TooLarge);
     }
 }

@@ -103,10 +103,7 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
     let right = (-shift).clamp(0, 31);
     let shifted = (x as i64) << left;
     let shifted = shifted.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-    rounding_divide_by_pot(
-        saturating_rounding_doubling_high_mul(shifted, multiplier),
-        right,
-    )
+    rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
 }
 
 /// A fixed-point multiplier: real value `multiplier * 2^(shift - 31)`.
@@ -131,10 +128,7 @@ impl QuantizedMultiplier {
 /// multiplier; too large a value saturates to the largest representable one.
 pub fn quantize_multiplier(real: f64) -> QuantizedMultiplier {
     if !(real > 0.0) || !real.is_finite() {
-        return QuantizedMultiplier {
-            multiplier: 0,
-            shift: 0,
-        };
+        return QuantizedMultiplier { multiplier: 0, shift: 0 };
     }
     let (mantissa, mut shift) = libm::frexp(real); // real = mantissa * 2^shift, mantissa in [0.5, 1)
     let mut q = libm::round(mantissa * (1i64 << 31) as f64) as i64;
@@ -143,21 +137,12 @@ pub fn quantize_multiplier(real: f64) -> QuantizedMultiplier {
         shift += 1;
     }
     if shift < -31 {
-        return QuantizedMultiplier {
-            multiplier: 0,
-            shift: 0,
-        };
+        return QuantizedMultiplier { multiplier: 0, shift: 0 };
     }
     if shift > 30 {
-        return QuantizedMultiplier {
-            multiplier: i32::MAX,
-            shift: 30,
-        };
+        return QuantizedMultiplier { multiplier: i32::MAX, shift: 30 };
     }
-    QuantizedMultiplier {
-        multiplier: q as i32,
-        shift: shift as i8,
-    }
+    QuantizedMultiplier { multiplier: q as i32, shift: shift as i8 }
 }
 
 /// The three multipliers of a residual add, as TFLite computes them.
@@ -229,14 +214,8 @@ mod tests {
     #[test]
     fn srdhm_matches_gemmlowp_examples() {
         // Values worked by hand from gemmlowp's definition.
-        assert_eq!(
-            saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
-            i32::MAX
-        );
-        assert_eq!(
-            saturating_rounding_doubling_high_mul(1 << 30, 1 << 30),
-            1 << 29
-        );
+        assert_eq!(saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN), i32::MAX);
+        assert_eq!(saturating_rounding_doubling_high_mul(1 << 30, 1 << 30), 1 << 29);
         assert_eq!(saturating_rounding_doubling_high_mul(3, 1 << 30), 2); // 1.5 -> 2
         assert_eq!(saturating_rounding_doubling_high_mul(-3, 1 << 30), -1); // -1.5 -> -1 (tie toward +inf)
         assert_eq!(saturating_rounding_doubling_high_mul(-5, 1 << 30), -2); // -2.5 -> -2
@@ -263,31 +242,16 @@ mod tests {
         for &real in &[0.5, 0.25, 0.001234, 0.99999, 1.0, 3.75, 1e-9, 0.0072] {
             let q = quantize_multiplier(real);
             let back = q.multiplier as f64 * 2f64.powi(q.shift as i32 - 31);
-            assert!(
-                (back - real).abs() <= real * 1e-9,
-                "{real} -> {q:?} -> {back}"
-            );
+            assert!((back - real).abs() <= real * 1e-9, "{real} -> {q:?} -> {back}");
             assert!(q.multiplier >= 1 << 30);
         }
         assert_eq!(quantize_multiplier(0.0).multiplier, 0);
         assert_eq!(quantize_multiplier(-1.0).multiplier, 0);
         assert_eq!(quantize_multiplier(f64::NAN).multiplier, 0);
-        assert_eq!(
-            quantize_multiplier(1e-12),
-            QuantizedMultiplier {
-                multiplier: 0,
-                shift: 0
-            }
-        );
+        assert_eq!(quantize_multiplier(1e-12), QuantizedMultiplier { multiplier: 0, shift: 0 });
         assert_eq!(quantize_multiplier(1e12).shift, 30);
         // Exactly 0.5: mantissa 0.5 -> 2^30, shift 0.
-        assert_eq!(
-            quantize_multiplier(0.5),
-            QuantizedMultiplier {
-                multiplier: 1 << 30,
-                shift: 0
-            }
-        );
+        assert_eq!(quantize_multiplier(0.5), QuantizedMultiplier { multiplier: 1 << 30, shift: 0 });
     }
 
     #[test]
@@ -299,10 +263,7 @@ mod tests {
             for x in (-100_000..100_000).step_by(997) {
                 let got = q.apply(x);
                 let want = (x as f64 * real).round() as i32;
-                assert!(
-                    (got - want).abs() <= 1,
-                    "x={x} real={real}: {got} vs {want}"
-                );
+                assert!((got - want).abs() <= 1, "x={x} real={real}: {got} vs {want}");
             }
         }
     }
@@ -326,13 +287,7 @@ mod tests {
         // Saturating left shift: 4.0 is 2^30 (0.5) with shift 3; (2^30 - 1) * 8
         // saturates to i32::MAX before the high multiply halves it.
         let big = quantize_multiplier(4.0);
-        assert_eq!(
-            big,
-            QuantizedMultiplier {
-                multiplier: 1 << 30,
-                shift: 3
-            }
-        );
+        assert_eq!(big, QuantizedMultiplier { multiplier: 1 << 30, shift: 3 });
         assert_eq!(big.apply(i32::MAX / 2), 1 << 30);
         assert_eq!(big.apply(-1000), -4000);
     }

@@ -64,24 +64,14 @@ impl<'b> Inputs<'b> {
 fn split(arena: &mut [i8], out: Range<usize>) -> (&mut [i8], Inputs<'_>) {
     let (lo, rest) = arena.split_at_mut(out.start);
     let (o, hi) = rest.split_at_mut(out.end - out.start);
-    (
-        o,
-        Inputs {
-            lo,
-            hi,
-            hi_start: out.end,
-        },
-    )
+    (o, Inputs { lo, hi, hi_start: out.end })
 }
 
 impl Plan<'_> {
     /// Check that an arena is large enough.
     pub fn check_arena(&self, arena: &[i8]) -> Result<(), RunError> {
         if arena.len() < self.arena_bytes {
-            return Err(RunError::ArenaTooSmall {
-                needed: self.arena_bytes as u32,
-                available: arena.len() as u32,
-            });
+            return Err(RunError::ArenaTooSmall { needed: self.arena_bytes as u32, available: arena.len() as u32 });
         }
         Ok(())
     }
@@ -91,22 +81,13 @@ impl Plan<'_> {
         self.check_arena(arena)?;
         let t = self.input();
         if input.len() != t.shape.len() {
-            return Err(RunError::InputLength {
-                expected: t.shape.len() as u32,
-                actual: input.len() as u32,
-            });
+            return Err(RunError::InputLength { expected: t.shape.len() as u32, actual: input.len() as u32 });
         }
         let bits = t.quant.bits;
-        if let Some((index, &value)) = input
-            .iter()
-            .enumerate()
-            .find(|(_, &v)| (v as i32) < act_min(bits) || (v as i32) > act_max(bits))
+        if let Some((index, &value)) =
+            input.iter().enumerate().find(|(_, &v)| (v as i32) < act_min(bits) || (v as i32) > act_max(bits))
         {
-            return Err(RunError::InputRange {
-                index: index as u32,
-                value,
-                bits,
-            });
+            return Err(RunError::InputRange { index: index as u32, value, bits });
         }
         arena[t.range()].copy_from_slice(input);
         Ok(())
@@ -126,9 +107,7 @@ impl Plan<'_> {
         let in_zp = in_t.quant.zero_point;
         match layer {
             Layer::Conv2d(l) => k::conv2d(l, in_t.shape, in_zp, input, out_t.shape, out),
-            Layer::DepthwiseConv2d(l) => {
-                k::depthwise_conv2d(l, in_t.shape, in_zp, input, out_t.shape, out)
-            }
+            Layer::DepthwiseConv2d(l) => k::depthwise_conv2d(l, in_t.shape, in_zp, input, out_t.shape, out),
             Layer::Dense(l) => k::dense(l, in_zp, input, out),
             Layer::MaxPool2d(p) => k::max_pool(p, in_t.shape, input, out_t.shape, out),
             Layer::AvgPool2d(p) => k::avg_pool(p, in_t.shape, input, out_t.shape, out),

@@ -216,12 +216,7 @@ pub struct Plan<'a> {
     pub arena_bytes: usize,
 }
 
-fn range_check(
-    v: i64,
-    min: i64,
-    max: i64,
-    err: impl Fn(Problem) -> ModelError,
-) -> Result<(), ModelError> {
+fn range_check(v: i64, min: i64, max: i64, err: impl Fn(Problem) -> ModelError) -> Result<(), ModelError> {
     if v < min || v > max {
         Err(err(Problem::OutOfRange { value: v, min, max }))
     } else {
@@ -229,37 +224,18 @@ fn range_check(
     }
 }
 
-fn check_quant(
-    q: &TensorQuant,
-    err: impl Fn(Field, Problem) -> ModelError,
-) -> Result<(), ModelError> {
-    range_check(q.bits as i64, MIN_BITS as i64, MAX_BITS as i64, |p| {
-        err(Field::ActBits, p)
-    })?;
-    range_check(
-        q.zero_point as i64,
-        act_min(q.bits) as i64,
-        act_max(q.bits) as i64,
-        |p| err(Field::ZeroPoint, p),
-    )?;
+fn check_quant(q: &TensorQuant, err: impl Fn(Field, Problem) -> ModelError) -> Result<(), ModelError> {
+    range_check(q.bits as i64, MIN_BITS as i64, MAX_BITS as i64, |p| err(Field::ActBits, p))?;
+    range_check(q.zero_point as i64, act_min(q.bits) as i64, act_max(q.bits) as i64, |p| err(Field::ZeroPoint, p))?;
     if !(q.scale.is_finite() && q.scale > 0.0) {
         return Err(err(Field::Scale, Problem::NotPositive));
     }
     Ok(())
 }
 
-fn check_clamp(
-    c: &crate::model::Clamp,
-    err: impl Fn(Field, Problem) -> ModelError,
-) -> Result<(), ModelError> {
+fn check_clamp(c: &crate::model::Clamp, err: impl Fn(Field, Problem) -> ModelError) -> Result<(), ModelError> {
     if c.min > c.max {
-        return Err(err(
-            Field::Clamp,
-            Problem::Inverted {
-                min: c.min,
-                max: c.max,
-            },
-        ));
+        return Err(err(Field::Clamp, Problem::Inverted { min: c.min, max: c.max }));
     }
     Ok(())
 }
@@ -271,13 +247,7 @@ fn check_len(
     err: &impl Fn(Field, Problem) -> ModelError,
 ) -> Result<(), ModelError> {
     if actual != expected {
-        return Err(err(
-            field,
-            Problem::Length {
-                expected: expected as u32,
-                actual: actual as u32,
-            },
-        ));
+        return Err(err(field, Problem::Length { expected: expected as u32, actual: actual as u32 }));
     }
     Ok(())
 }
@@ -290,24 +260,15 @@ fn check_weights(
     k: usize,
     err: &impl Fn(Field, Problem) -> ModelError,
 ) -> Result<(), ModelError> {
-    range_check(w.bits as i64, MIN_BITS as i64, MAX_BITS as i64, |p| {
-        err(Field::WeightBits, p)
-    })?;
-    check_len(
-        w.packed.len(),
-        out_c * row_bytes(k, w.bits),
-        Field::Weights,
-        err,
-    )?;
+    range_check(w.bits as i64, MIN_BITS as i64, MAX_BITS as i64, |p| err(Field::WeightBits, p))?;
+    check_len(w.packed.len(), out_c * row_bytes(k, w.bits), Field::Weights, err)?;
     check_len(w.bias.len(), out_c * 4, Field::Bias, err)?;
     check_len(w.multiplier.len(), out_c * 4, Field::Multiplier, err)?;
     check_len(w.shift.len(), out_c, Field::Shift, err)?;
     let mut max_bias: i64 = 0;
     for c in 0..out_c {
         let rq = w.requant(c);
-        range_check(rq.multiplier as i64, 0, i32::MAX as i64, |p| {
-            err(Field::Multiplier, p)
-        })?;
+        range_check(rq.multiplier as i64, 0, i32::MAX as i64, |p| err(Field::Multiplier, p))?;
         range_check(rq.shift as i64, -31, 30, |p| err(Field::Shift, p))?;
         max_bias = max_bias.max((w.bias(c) as i64).abs());
     }
@@ -349,18 +310,10 @@ fn check_window(
     range_check(win.sw as i64, 1, 255, |p| err(Field::Stride, p))?;
     // Padding of a full kernel or more would create outputs that see no input.
     let maxp = |k: u8| k as i64 - 1;
-    range_check(win.pad.top as i64, 0, maxp(win.kh), |p| {
-        err(Field::Padding, p)
-    })?;
-    range_check(win.pad.bottom as i64, 0, maxp(win.kh), |p| {
-        err(Field::Padding, p)
-    })?;
-    range_check(win.pad.left as i64, 0, maxp(win.kw), |p| {
-        err(Field::Padding, p)
-    })?;
-    range_check(win.pad.right as i64, 0, maxp(win.kw), |p| {
-        err(Field::Padding, p)
-    })?;
+    range_check(win.pad.top as i64, 0, maxp(win.kh), |p| err(Field::Padding, p))?;
+    range_check(win.pad.bottom as i64, 0, maxp(win.kh), |p| err(Field::Padding, p))?;
+    range_check(win.pad.left as i64, 0, maxp(win.kw), |p| err(Field::Padding, p))?;
+    range_check(win.pad.right as i64, 0, maxp(win.kw), |p| err(Field::Padding, p))?;
     let h = window_out(input.h, win.kh, win.sh, win.pad.top, win.pad.bottom);
     let w = window_out(input.w, win.kw, win.sw, win.pad.left, win.pad.right);
     match (h, w) {
@@ -387,12 +340,8 @@ impl<'a> Plan<'a> {
     /// Validate a model and plan its arena.
     pub fn new(model: Model<'a>) -> Result<Self, ModelError> {
         let merr = |field, problem| ModelError::Model { field, problem };
-        range_check(model.name.len() as i64, 0, MAX_NAME as i64, |p| {
-            merr(Field::Name, p)
-        })?;
-        range_check(model.layers.len() as i64, 1, MAX_LAYERS as i64, |p| {
-            merr(Field::Layers, p)
-        })?;
+        range_check(model.name.len() as i64, 0, MAX_NAME as i64, |p| merr(Field::Name, p))?;
+        range_check(model.layers.len() as i64, 1, MAX_LAYERS as i64, |p| merr(Field::Layers, p))?;
         if model.input_shape.is_empty() {
             return Err(merr(Field::InputShape, Problem::EmptyOutput));
         }
@@ -400,24 +349,13 @@ impl<'a> Plan<'a> {
 
         let mut tensors: heapless::Vec<TensorInfo, MAX_TENSORS> = heapless::Vec::new();
         // Capacity: layers <= MAX_LAYERS was checked, so pushes cannot fail.
-        let _ = tensors.push(TensorInfo {
-            shape: model.input_shape,
-            quant: model.input_quant,
-            offset: 0,
-        });
+        let _ = tensors.push(TensorInfo { shape: model.input_shape, quant: model.input_quant, offset: 0 });
 
         for (i, layer) in model.layers.iter().enumerate() {
             let li = i as u16;
-            let err = move |field, problem| ModelError::Layer {
-                layer: li,
-                field,
-                problem,
-            };
+            let err = move |field, problem| ModelError::Layer { layer: li, field, problem };
             let get = |t: u16, field: Field| -> Result<TensorInfo, ModelError> {
-                tensors
-                    .get(t as usize)
-                    .copied()
-                    .ok_or(err(field, Problem::NotYetProduced { tensor: t }))
+                tensors.get(t as usize).copied().ok_or(err(field, Problem::NotYetProduced { tensor: t }))
             };
             let input = get(layer.input(), Field::Input)?;
             let (shape, quant) = match layer {
@@ -433,17 +371,9 @@ impl<'a> Plan<'a> {
                             },
                         ));
                     }
-                    let win = Window {
-                        kh: l.kh,
-                        kw: l.kw,
-                        sh: l.stride_h,
-                        sw: l.stride_w,
-                        pad: l.pad,
-                    };
+                    let win = Window { kh: l.kh, kw: l.kw, sh: l.stride_h, sw: l.stride_w, pad: l.pad };
                     let shape = check_window(input.shape, &win, l.out_c, &err)?;
-                    let k = l.kh as usize
-                        * l.kw as usize
-                        * if depthwise { 1 } else { input.shape.c as usize };
+                    let k = l.kh as usize * l.kw as usize * if depthwise { 1 } else { input.shape.c as usize };
                     check_weights(&l.w, l.out_c as usize, k, &err)?;
                     check_quant(&l.out, err)?;
                     check_clamp(&l.clamp, err)?;
@@ -453,11 +383,7 @@ impl<'a> Plan<'a> {
                     if l.out_features == 0 {
                         return Err(err(
                             Field::OutChannels,
-                            Problem::OutOfRange {
-                                value: 0,
-                                min: 1,
-                                max: u16::MAX as i64,
-                            },
+                            Problem::OutOfRange { value: 0, min: 1, max: u16::MAX as i64 },
                         ));
                     }
                     check_weights(&l.w, l.out_features as usize, input.shape.len(), &err)?;
@@ -466,17 +392,8 @@ impl<'a> Plan<'a> {
                     (Shape::new(1, 1, l.out_features), l.out)
                 }
                 Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => {
-                    let win = Window {
-                        kh: p.kh,
-                        kw: p.kw,
-                        sh: p.stride_h,
-                        sw: p.stride_w,
-                        pad: p.pad,
-                    };
-                    (
-                        check_window(input.shape, &win, input.shape.c, &err)?,
-                        input.quant,
-                    )
+                    let win = Window { kh: p.kh, kw: p.kw, sh: p.stride_h, sw: p.stride_w, pad: p.pad };
+                    (check_window(input.shape, &win, input.shape.c, &err)?, input.quant)
                 }
                 Layer::Add(a) => {
                     let other = get(a.other, Field::Other)?;
@@ -484,9 +401,7 @@ impl<'a> Plan<'a> {
                         return Err(err(Field::Other, shape_mismatch(input.shape, other.shape)));
                     }
                     for m in [a.params.in1, a.params.in2, a.params.out] {
-                        range_check(m.multiplier as i64, 0, i32::MAX as i64, |p| {
-                            err(Field::Multiplier, p)
-                        })?;
+                        range_check(m.multiplier as i64, 0, i32::MAX as i64, |p| err(Field::Multiplier, p))?;
                         range_check(m.shift as i64, -31, 30, |p| err(Field::Shift, p))?;
                     }
                     check_quant(&a.out, err)?;
@@ -497,28 +412,17 @@ impl<'a> Plan<'a> {
                     if r.shape.len() != input.shape.len() || r.shape.is_empty() {
                         return Err(err(
                             Field::Shape,
-                            Problem::SizeMismatch {
-                                expected: input.shape.len() as u32,
-                                actual: r.shape.len() as u32,
-                            },
+                            Problem::SizeMismatch { expected: input.shape.len() as u32, actual: r.shape.len() as u32 },
                         ));
                     }
                     (r.shape, input.quant)
                 }
             };
-            let _ = tensors.push(TensorInfo {
-                shape,
-                quant,
-                offset: 0,
-            });
+            let _ = tensors.push(TensorInfo { shape, quant, offset: 0 });
         }
 
         let arena_bytes = plan_arena(&model, &mut tensors);
-        Ok(Plan {
-            model,
-            tensors,
-            arena_bytes,
-        })
+        Ok(Plan { model, tensors, arena_bytes })
     }
 
     /// The shape of the model's output.
@@ -536,14 +440,8 @@ impl<'a> Plan<'a> {
         let out = self.tensors[i + 1].shape;
         let input = self.tensors[self.model.layers[i].input() as usize].shape;
         let (macs, param_bytes) = match &self.model.layers[i] {
-            Layer::Conv2d(l) => (
-                out.len() as u64 * (l.kh as u64 * l.kw as u64 * input.c as u64),
-                l.w.param_bytes(),
-            ),
-            Layer::DepthwiseConv2d(l) => (
-                out.len() as u64 * (l.kh as u64 * l.kw as u64),
-                l.w.param_bytes(),
-            ),
+            Layer::Conv2d(l) => (out.len() as u64 * (l.kh as u64 * l.kw as u64 * input.c as u64), l.w.param_bytes()),
+            Layer::DepthwiseConv2d(l) => (out.len() as u64 * (l.kh as u64 * l.kw as u64), l.w.param_bytes()),
             Layer::Dense(l) => (out.len() as u64 * input.len() as u64, l.w.param_bytes()),
             _ => (0, 0),
         };
@@ -606,10 +504,7 @@ fn plan_arena(model: &Model<'_>, tensors: &mut heapless::Vec<TensorInfo, MAX_TEN
         let mut best = usize::MAX;
         let fits = |cand: usize| {
             (0..s).all(|o| {
-                !placed[o]
-                    || !overlaps(o, s)
-                    || cand + size <= offset[o]
-                    || offset[o] + tensors[o].shape.len() <= cand
+                !placed[o] || !overlaps(o, s) || cand + size <= offset[o] || offset[o] + tensors[o].shape.len() <= cand
             })
         };
         if fits(0) {

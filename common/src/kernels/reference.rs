@@ -9,19 +9,8 @@ use crate::pack;
 use crate::quant::{add_element, rounded_average};
 
 /// Standard 2-D convolution. `input` is `in_shape`, `output` is `out_shape`.
-pub fn conv2d(
-    l: &Conv2d<'_>,
-    in_shape: Shape,
-    in_zp: i32,
-    input: &[i8],
-    out_shape: Shape,
-    output: &mut [i8],
-) {
-    let (ih, iw, ic) = (
-        in_shape.h as isize,
-        in_shape.w as isize,
-        in_shape.c as usize,
-    );
+pub fn conv2d(l: &Conv2d<'_>, in_shape: Shape, in_zp: i32, input: &[i8], out_shape: Shape, output: &mut [i8]) {
+    let (ih, iw, ic) = (in_shape.h as isize, in_shape.w as isize, in_shape.c as usize);
     let k = l.kh as usize * l.kw as usize * ic;
     let rb = pack::row_bytes(k, l.w.bits);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
@@ -64,11 +53,7 @@ pub fn depthwise_conv2d(
     out_shape: Shape,
     output: &mut [i8],
 ) {
-    let (ih, iw, ic) = (
-        in_shape.h as isize,
-        in_shape.w as isize,
-        in_shape.c as usize,
-    );
+    let (ih, iw, ic) = (in_shape.h as isize, in_shape.w as isize, in_shape.c as usize);
     let k = l.kh as usize * l.kw as usize;
     let rb = pack::row_bytes(k, l.w.bits);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
@@ -90,8 +75,7 @@ pub fn depthwise_conv2d(
                     }
                 }
                 let y = l.w.requant(c).apply(acc) + l.out.zero_point;
-                output[((oy * out_shape.w as isize + ox) as usize) * ic + c] =
-                    y.clamp(lo, hi) as i8;
+                output[((oy * out_shape.w as isize + ox) as usize) * ic + c] = y.clamp(lo, hi) as i8;
             }
         }
     }
@@ -168,7 +152,6 @@ pub fn avg_pool(p: &Pool, in_shape: Shape, input: &[i8], out_shape: Shape, outpu
 pub fn add(l: &Add, zp1: i32, a: &[i8], zp2: i32, b: &[i8], output: &mut [i8]) {
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
     for ((o, &x1), &x2) in output.iter_mut().zip(a).zip(b) {
-        *o = add_element(x1 as i32, zp1, x2 as i32, zp2, &l.params, l.out.zero_point).clamp(lo, hi)
-            as i8;
+        *o = add_element(x1 as i32, zp1, x2 as i32, zp2, &l.params, l.out.zero_point).clamp(lo, hi) as i8;
     }
 }
