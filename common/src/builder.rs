@@ -147,7 +147,7 @@ impl OwnedModel {
             .iter()
             .map(|l| {
                 let owned = l.weights().map(OwnedWeights::from_weights);
-                let mut t: Layer<'static> = match *l {
+                let t: Layer<'static> = match *l {
                     Layer::Conv2d(c) => Layer::Conv2d(crate::model::Conv2d { w: NO_WEIGHTS, ..c }),
                     Layer::DepthwiseConv2d(c) => Layer::DepthwiseConv2d(crate::model::Conv2d { w: NO_WEIGHTS, ..c }),
                     Layer::Dense(d) => Layer::Dense(crate::model::Dense { w: NO_WEIGHTS, ..d }),
@@ -156,9 +156,6 @@ impl OwnedModel {
                     Layer::Add(a) => Layer::Add(a),
                     Layer::Reshape(r) => Layer::Reshape(r),
                 };
-                if let Some(w) = t.weights_mut() {
-                    w.bits = l.weights().map_or(8, |w| w.bits);
-                }
                 (t, owned)
             })
             .collect();

@@ -24,6 +24,8 @@ pub mod pack;
 pub mod protocol;
 pub mod quant;
 pub mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validate;
 
 pub use model::{Layer, Model, Shape, TensorQuant};

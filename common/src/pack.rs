@@ -68,6 +68,14 @@ pub enum PackError {
         /// Given length.
         actual: usize,
     },
+    /// A matrix whose length is not a multiple of its row length.
+    #[error("{len} values do not make whole rows of {cols}")]
+    Ragged {
+        /// Values given.
+        len: usize,
+        /// Row length.
+        cols: usize,
+    },
     /// `bits` outside 2..=8.
     #[error("bitwidth {0} is outside 2..=8")]
     Bits(u8),
@@ -104,7 +112,10 @@ pub fn pack_row(values: &[i8], bits: u8, out: &mut [u8]) -> Result<(), PackError
 #[cfg(feature = "std")]
 pub fn pack_rows(values: &[i8], cols: usize, bits: u8) -> Result<std::vec::Vec<u8>, PackError> {
     let rb = row_bytes(cols, bits);
-    let rows = if cols == 0 { 0 } else { values.len() / cols };
+    let rows = values.len().checked_div(cols).unwrap_or(0);
+    if rows * cols != values.len() {
+        return Err(PackError::Ragged { len: values.len(), cols });
+    }
     let mut out = std::vec![0u8; rows * rb];
     for r in 0..rows {
         pack_row(&values[r * cols..(r + 1) * cols], bits, &mut out[r * rb..(r + 1) * rb])?;

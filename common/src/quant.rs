@@ -127,7 +127,7 @@ impl QuantizedMultiplier {
 /// positive real number. Zero, negative or non-finite input gives a zero
 /// multiplier; too large a value saturates to the largest representable one.
 pub fn quantize_multiplier(real: f64) -> QuantizedMultiplier {
-    if !(real > 0.0) || !real.is_finite() {
+    if real.is_nan() || real <= 0.0 || !real.is_finite() {
         return QuantizedMultiplier { multiplier: 0, shift: 0 };
     }
     let (mantissa, mut shift) = libm::frexp(real); // real = mantissa * 2^shift, mantissa in [0.5, 1)

@@ -1,0 +1,208 @@
+//! Random models, layers and inputs for tests, benchmarks and fuzz seeds
+//! (feature `testing`).
+//!
+//! Scales are chosen so that outputs spread over the output codes rather
+//! than saturate: the output scale of a weighted layer covers about four
+//! standard deviations of its accumulator for uniform random inputs.
+
+use crate::builder::{activation_clamp, OwnedModel, OwnedWeights, NO_WEIGHTS};
+use crate::model::{Activation, Add, Conv2d, Dense, Layer, Padding, Pool, Reshape, Shape, TensorQuant};
+use crate::quant::{act_max, act_min, add_params, quantize_multiplier, weight_max, MAX_BITS, MIN_BITS};
+use crate::validate::Plan;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::vec::Vec;
+
+/// The float parameters a random weighted layer was made from.
+#[derive(Debug, Clone)]
+pub struct WeightedParams {
+    /// Owned, packed parameters.
+    pub weights: OwnedWeights,
+    /// Weight codes, `rows x k` row-major.
+    pub codes: Vec<i8>,
+    /// Per-row weight scale.
+    pub w_scale: Vec<f32>,
+    /// Bias codes (units of `in_scale * w_scale`).
+    pub bias: Vec<i32>,
+}
+
+/// A random activation quantization at `bits` bits; with `relu` the zero
+/// point is the lowest code (non-negative range).
+pub fn random_quant(rng: &mut impl Rng, bits: u8, relu: bool) -> TensorQuant {
+    let zero_point = if relu { act_min(bits) } else { rng.gen_range(act_min(bits)..=act_max(bits)) / 2 };
+    TensorQuant { scale: rng.gen_range(0.01f32..0.1), zero_point, bits }
+}
+
+/// Random weights for `rows` rows of `k` inputs at `wbits`, and the output
+/// quantization that fits them (see the module doc).
+pub fn random_weighted(
+    rng: &mut impl Rng,
+    in_q: &TensorQuant,
+    rows: usize,
+    k: usize,
+    wbits: u8,
+    out_bits: u8,
+    relu: bool,
+) -> (WeightedParams, TensorQuant) {
+    let wmax = weight_max(wbits);
+    let codes: Vec<i8> = (0..rows * k).map(|_| rng.gen_range(-wmax..=wmax) as i8).collect();
+    let w_scale: Vec<f32> = (0..rows).map(|_| rng.gen_range(0.5f32..2.0) / wmax as f32 * 0.1).collect();
+    // Accumulator spread in real units, for uniform inputs over the code range.
+    let x_std = (1u32 << in_q.bits) as f32 / 3.5 * in_q.scale;
+    let w_std = 0.1 * 0.6;
+    let acc_std = (k as f32).sqrt() * x_std * w_std;
+    let out_scale = (8.0 * acc_std / (1u32 << out_bits) as f32).max(1e-6);
+    let zero_point = if relu { act_min(out_bits) } else { 0 };
+    let out_q = TensorQuant { scale: out_scale, zero_point, bits: out_bits };
+    let bias: Vec<i32> =
+        (0..rows).map(|r| (rng.gen_range(-1.0f32..1.0) * acc_std / (in_q.scale * w_scale[r])) as i32).collect();
+    let requant: Vec<_> =
+        (0..rows).map(|r| quantize_multiplier(in_q.scale as f64 * w_scale[r] as f64 / out_scale as f64)).collect();
+    let weights = OwnedWeights::new(wbits, &codes, k, &bias, &requant).expect("codes are in range");
+    (WeightedParams { weights, codes, w_scale, bias }, out_q)
+}
+
+/// Which weighted layer kind [`conv_layer`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKind {
+    /// Standard convolution.
+    Standard,
+    /// Depthwise convolution.
+    Depthwise,
+}
+
+/// Geometry of a convolution for [`conv_layer`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConvGeom {
+    /// Output channels (ignored for depthwise).
+    pub out_c: u16,
+    /// Square kernel size.
+    pub k: u8,
+    /// Stride (both axes).
+    pub stride: u8,
+    /// Padding (every side).
+    pub pad: u8,
+}
+
+/// A random convolution reading `input` (a tensor id) of shape `in_shape`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_layer(
+    rng: &mut impl Rng,
+    kind: ConvKind,
+    input: u16,
+    in_shape: Shape,
+    in_q: &TensorQuant,
+    g: ConvGeom,
+    wbits: u8,
+    out_bits: u8,
+    act: Activation,
+) -> (Layer<'static>, WeightedParams, TensorQuant) {
+    let (out_c, k) = match kind {
+        ConvKind::Standard => (g.out_c, g.k as usize * g.k as usize * in_shape.c as usize),
+        ConvKind::Depthwise => (in_shape.c, g.k as usize * g.k as usize),
+    };
+    let (params, out) = random_weighted(rng, in_q, out_c as usize, k, wbits, out_bits, act != Activation::None);
+    let conv = Conv2d {
+        input,
+        out_c,
+        kh: g.k,
+        kw: g.k,
+        stride_h: g.stride,
+        stride_w: g.stride,
+        pad: Padding::same(g.pad),
+        act,
+        clamp: activation_clamp(act, &out),
+        out,
+        w: NO_WEIGHTS,
+    };
+    let layer = match kind {
+        ConvKind::Standard => Layer::Conv2d(conv),
+        ConvKind::Depthwise => Layer::DepthwiseConv2d(conv),
+    };
+    (layer, params, out)
+}
+
+/// A random dense layer.
+pub fn dense_layer(
+    rng: &mut impl Rng,
+    input: u16,
+    in_len: usize,
+    in_q: &TensorQuant,
+    out_features: u16,
+    wbits: u8,
+    out_bits: u8,
+    act: Activation,
+) -> (Layer<'static>, WeightedParams, TensorQuant) {
+    let (params, out) =
+        random_weighted(rng, in_q, out_features as usize, in_len, wbits, out_bits, act != Activation::None);
+    let dense = Dense { input, out_features, act, clamp: activation_clamp(act, &out), out, w: NO_WEIGHTS };
+    (Layer::Dense(dense), params, out)
+}
+
+fn bits(rng: &mut impl Rng, mixed: bool) -> u8 {
+    if mixed {
+        rng.gen_range(MIN_BITS..=MAX_BITS)
+    } else {
+        8
+    }
+}
+
+/// A model with every layer kind (conv, depthwise, 1x1 conv, residual add,
+/// max and average pooling, reshape, dense), random weights and, when
+/// `mixed`, random weight and activation bits per layer.
+///
+/// Graph (tensor shapes): input 10x10x3 -> conv3x3 8 -> dw3x3/2 -> conv1x1 8
+/// -> add(dw) -> maxpool2/1 -> avgpool2/2 -> reshape 1x1x32 -> dense 16 ->
+/// dense 10.
+pub fn random_model(seed: u64, mixed: bool) -> OwnedModel {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let in_q = TensorQuant { scale: 1.0 / 255.0, zero_point: -128, bits: 8 };
+    let in_q = TensorQuant { bits: bits(&mut rng, mixed), ..in_q };
+    let in_q = TensorQuant { zero_point: act_min(in_q.bits), ..in_q };
+    let mut m = OwnedModel::new(std::format!("random-{seed}"), Shape::new(10, 10, 3), in_q);
+    let (wb, ab) = (bits(&mut rng, mixed), bits(&mut rng, mixed));
+    let g = ConvGeom { out_c: 8, k: 3, stride: 1, pad: 1 };
+    let (l, p, q1) =
+        conv_layer(&mut rng, ConvKind::Standard, 0, Shape::new(10, 10, 3), &in_q, g, wb, ab, Activation::Relu);
+    let t1 = m.push(l, Some(p.weights));
+    let (wb, ab) = (bits(&mut rng, mixed), bits(&mut rng, mixed));
+    let g = ConvGeom { out_c: 8, k: 3, stride: 2, pad: 1 };
+    let (l, p, q2) =
+        conv_layer(&mut rng, ConvKind::Depthwise, t1, Shape::new(10, 10, 8), &q1, g, wb, ab, Activation::Relu6);
+    let t2 = m.push(l, Some(p.weights));
+    let (wb, ab) = (bits(&mut rng, mixed), bits(&mut rng, mixed));
+    let g = ConvGeom { out_c: 8, k: 1, stride: 1, pad: 0 };
+    let (l, p, q3) =
+        conv_layer(&mut rng, ConvKind::Standard, t2, Shape::new(5, 5, 8), &q2, g, wb, ab, Activation::None);
+    let t3 = m.push(l, Some(p.weights));
+    let ab = bits(&mut rng, mixed);
+    let out = TensorQuant { scale: q2.scale.max(q3.scale) * 1.5, zero_point: act_min(ab), bits: ab };
+    let add = Add {
+        input: t3,
+        other: t2,
+        act: Activation::Relu,
+        clamp: activation_clamp(Activation::Relu, &out),
+        out,
+        params: add_params(q3.scale, q2.scale, out.scale),
+    };
+    let t4 = m.push(Layer::Add(add), None);
+    let pool = Pool { input: t4, kh: 2, kw: 2, stride_h: 1, stride_w: 1, pad: Padding::default() };
+    let t5 = m.push(Layer::MaxPool2d(pool), None);
+    let pool = Pool { input: t5, kh: 2, kw: 2, stride_h: 2, stride_w: 2, pad: Padding::default() };
+    let t6 = m.push(Layer::AvgPool2d(pool), None);
+    let t7 = m.push(Layer::Reshape(Reshape { input: t6, shape: Shape::new(1, 1, 32) }), None);
+    let (wb, ab) = (bits(&mut rng, mixed), bits(&mut rng, mixed));
+    let (l, p, q8) = dense_layer(&mut rng, t7, 32, &out, 16, wb, ab, Activation::Relu);
+    let t8 = m.push(l, Some(p.weights));
+    let (wb, ab) = (bits(&mut rng, mixed), bits(&mut rng, mixed));
+    let (l, p, _) = dense_layer(&mut rng, t8, 16, &q8, 10, wb, ab, Activation::None);
+    m.push(l, Some(p.weights));
+    m
+}
+
+/// A random input for a planned model, within its input bit range.
+pub fn random_input(rng: &mut impl Rng, plan: &Plan<'_>) -> Vec<i8> {
+    let t = plan.input();
+    let bits = t.quant.bits;
+    (0..t.shape.len()).map(|_| rng.gen_range(act_min(bits)..=act_max(bits)) as i8).collect()
+}
