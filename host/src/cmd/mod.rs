@@ -1,0 +1,3 @@
+//! One module per `releq` subcommand, each a `clap::Parser` with `run(self)`.
+
+pub mod inspect;

@@ -1,0 +1,34 @@
+//! The `releq` command-line tool. Each subcommand lives in `cmd/<name>.rs`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// releq: per-layer bitwidth search for microcontrollers, with latency
+/// measured on the device itself.
+#[derive(Debug, Parser)]
+#[command(name = "releq", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a .releq model's layers, bits, flash and arena sizes.
+    Inspect(cmd::inspect::Inspect),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(c) => c.run(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
