@@ -206,3 +206,56 @@ pub fn random_input(rng: &mut impl Rng, plan: &Plan<'_>) -> Vec<i8> {
     let bits = t.quant.bits;
     (0..t.shape.len()).map(|_| rng.gen_range(act_min(bits)..=act_max(bits)) as i8).collect()
 }
+
+/// The LeNet-5 topology of releq's zoo (and of the CMSIS-NN anchor figures)
+/// with random weights: 28x28x1 -> conv 6@5x5 -> maxpool 2 -> conv 16@5x5 ->
+/// maxpool 2 -> flatten 256 -> dense 120 -> dense 84 -> dense 10, ReLU after
+/// every weighted layer but the last; 281,640 MACs. `wbits` and `abits` give
+/// the five weighted layers' bits. The input is 8-bit MNIST pixels shifted to
+/// signed codes (`pixel - 128`, scale 1/255).
+pub fn lenet5_random(seed: u64, wbits: [u8; 5], abits: [u8; 5]) -> OwnedModel {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let in_q = TensorQuant { scale: 1.0 / 255.0, zero_point: -128, bits: 8 };
+    let mut m = OwnedModel::new(std::format!("lenet5-random-{seed}"), Shape::new(28, 28, 1), in_q);
+    let g = ConvGeom { out_c: 6, k: 5, stride: 1, pad: 0 };
+    let (l, p, q) = conv_layer(
+        &mut rng,
+        ConvKind::Standard,
+        0,
+        Shape::new(28, 28, 1),
+        &in_q,
+        g,
+        wbits[0],
+        abits[0],
+        Activation::Relu,
+    );
+    let t = m.push(l, Some(p.weights));
+    let pool = |input| Pool { input, kh: 2, kw: 2, stride_h: 2, stride_w: 2, pad: Padding::default() };
+    let t = m.push(Layer::MaxPool2d(pool(t)), None);
+    let g = ConvGeom { out_c: 16, k: 5, stride: 1, pad: 0 };
+    let (l, p, q) =
+        conv_layer(&mut rng, ConvKind::Standard, t, Shape::new(12, 12, 6), &q, g, wbits[1], abits[1], Activation::Relu);
+    let t = m.push(l, Some(p.weights));
+    let t = m.push(Layer::MaxPool2d(pool(t)), None);
+    let t = m.push(Layer::Reshape(Reshape { input: t, shape: Shape::new(1, 1, 256) }), None);
+    let (l, p, q) = dense_layer(&mut rng, t, 256, &q, 120, wbits[2], abits[2], Activation::Relu);
+    let t = m.push(l, Some(p.weights));
+    let (l, p, q) = dense_layer(&mut rng, t, 120, &q, 84, wbits[3], abits[3], Activation::Relu);
+    let t = m.push(l, Some(p.weights));
+    let (l, p, _) = dense_layer(&mut rng, t, 84, &q, 10, wbits[4], abits[4], Activation::None);
+    m.push(l, Some(p.weights));
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenet5_has_the_anchor_macs() {
+        let m = lenet5_random(1, [8; 5], [8; 5]);
+        let plan = m.plan().unwrap();
+        let macs: std::vec::Vec<u64> = (0..plan.model.layers.len()).map(|i| plan.layer_stats(i).macs).collect();
+        assert_eq!(macs, [86_400, 0, 153_600, 0, 0, 30_720, 10_080, 840]);
+    }
+}

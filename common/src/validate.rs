@@ -13,9 +13,10 @@
 //! - **arena**: activations are one `i8` per value. Each tensor lives from the
 //!   step that writes it to the last step that reads it (the model output to
 //!   the end). A [`Reshape`](crate::model::Reshape) aliases its input. Tensors
-//!   are placed in production order at the lowest 4-byte-aligned offset that
-//!   does not overlap any tensor alive at the same time (first fit); the arena
-//!   size is the highest end offset. The firmware runs this same code, so the
+//!   are placed largest first (ties in production order) at the lowest
+//!   4-byte-aligned offset that does not overlap any tensor alive at the same
+//!   time, as TFLite Micro's greedy planner does; the arena size is the
+//!   highest end offset, rounded up to 4. The firmware runs this same code, so the
 //!   host's figure is the device's.
 
 use crate::model::{Layer, Model, Shape, TensorQuant, Weights, MAX_LAYERS, MAX_NAME};
@@ -491,28 +492,33 @@ fn plan_arena(model: &Model<'_>, tensors: &mut heapless::Vec<TensorInfo, MAX_TEN
     let out_store = storage[n - 1] as usize;
     last[out_store] = n as u16;
 
+    // Greedy by size (as TFLite Micro's greedy planner): largest buffers
+    // first, each at the lowest aligned offset clear of every placed buffer
+    // alive at the same time. Ties keep production order.
+    let mut order = [0usize; MAX_TENSORS];
+    let mut count = 0;
+    for s in 0..n {
+        if storage[s] as usize == s {
+            order[count] = s;
+            count += 1;
+        }
+    }
+    let size = |t: usize| tensors[t].shape.len();
+    order[..count].sort_unstable_by(|&a, &b| size(b).cmp(&size(a)).then(a.cmp(&b)));
+
     let mut arena = 0usize;
     let mut placed = [false; MAX_TENSORS];
     let mut offset = [0usize; MAX_TENSORS];
-    for s in 0..n {
-        if storage[s] as usize != s {
-            continue;
-        }
-        let size = tensors[s].shape.len();
-        let overlaps = |o: usize, a: usize| first[o] <= last[a] && first[a] <= last[o];
-        // Candidates: 0 and the aligned end of every conflicting placed buffer.
-        let mut best = usize::MAX;
+    for &s in &order[..count] {
+        let overlaps = |o: usize| first[o] <= last[s] && first[s] <= last[o];
         let fits = |cand: usize| {
-            (0..s).all(|o| {
-                !placed[o] || !overlaps(o, s) || cand + size <= offset[o] || offset[o] + tensors[o].shape.len() <= cand
-            })
+            (0..n).all(|o| !placed[o] || !overlaps(o) || cand + size(s) <= offset[o] || offset[o] + size(o) <= cand)
         };
-        if fits(0) {
-            best = 0;
-        }
-        for o in 0..s {
-            if placed[o] && overlaps(o, s) {
-                let cand = (offset[o] + tensors[o].shape.len()).next_multiple_of(ARENA_ALIGN);
+        // Candidates: 0 and the aligned end of every conflicting placed buffer.
+        let mut best = if fits(0) { 0 } else { usize::MAX };
+        for o in 0..n {
+            if placed[o] && overlaps(o) {
+                let cand = (offset[o] + size(o)).next_multiple_of(ARENA_ALIGN);
                 if cand < best && fits(cand) {
                     best = cand;
                 }
@@ -520,7 +526,7 @@ fn plan_arena(model: &Model<'_>, tensors: &mut heapless::Vec<TensorInfo, MAX_TEN
         }
         offset[s] = best;
         placed[s] = true;
-        arena = arena.max(best + size);
+        arena = arena.max(best + size(s));
     }
     for t in 0..n {
         tensors[t].offset = offset[storage[t] as usize] as u32;

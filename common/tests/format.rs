@@ -164,14 +164,17 @@ fn byte_arrays_must_have_exact_lengths() {
 
 /// Hand-computed plan of `random_model` (see `releq_common::testing`): tensor
 /// sizes 300, 800, 200, 200, 200, 128, 32, (alias), 16, 10; the peak is the
-/// input and the first conv's output alive together: 300 + 800.
+/// input and the first conv's output alive together: 300 + 800. Largest
+/// first: t1 at 0, t0 after it at 800, t2 (alive with t1) at 800, t3 at 0,
+/// t4 (alive with t2 and t3) at 200, t5 at 0, t6 and its alias t7 at 128,
+/// t8 at 0, t9 at 16.
 #[test]
 fn arena_size_is_the_computed_peak() {
     let owned = random_model(1, true);
     let plan = owned.plan().unwrap();
     assert_eq!(plan.arena_bytes, 1100);
     let offsets: Vec<u32> = plan.tensors.iter().map(|t| t.offset).collect();
-    assert_eq!(offsets, vec![0, 300, 0, 200, 400, 0, 128, 128, 0, 16]);
+    assert_eq!(offsets, vec![800, 0, 800, 0, 200, 0, 128, 128, 0, 16]);
 }
 
 /// Run each layer with fresh buffers (no arena sharing) and compare with the

@@ -17,12 +17,15 @@ struct Cli {
 enum Command {
     /// Print a .releq model's layers, bits, flash and arena sizes.
     Inspect(cmd::inspect::Inspect),
+    /// Write a model of a known topology with random weights.
+    Synth(cmd::synth::Synth),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(c) => c.run(),
+        Command::Synth(c) => c.run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
