@@ -123,6 +123,7 @@ pub fn conv_layer(
 }
 
 /// A random dense layer.
+#[allow(clippy::too_many_arguments)]
 pub fn dense_layer(
     rng: &mut impl Rng,
     input: u16,

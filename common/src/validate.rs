@@ -462,6 +462,7 @@ fn shape_mismatch(expected: Shape, actual: Shape) -> Problem {
 }
 
 /// Assign arena offsets (see the module doc); returns the arena size.
+#[allow(clippy::needless_range_loop)] // parallel arrays indexed by tensor id
 fn plan_arena(model: &Model<'_>, tensors: &mut heapless::Vec<TensorInfo, MAX_TENSORS>) -> usize {
     let n = tensors.len();
     // storage[t]: the tensor whose buffer t uses (itself, or a reshape's source).

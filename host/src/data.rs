@@ -46,9 +46,7 @@ const MAX_RESERVE: u64 = 64 << 20;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// A supported data set.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Dataset {
     /// MNIST handwritten digits, 28x28 grey, 60,000 train + 10,000 test.
@@ -166,11 +164,7 @@ impl Images {
     /// # Panics
     /// If `i >= self.len()`.
     pub fn image(&self, i: usize) -> &[u8] {
-        assert!(
-            i < self.count,
-            "image index {i} out of range (count {})",
-            self.count
-        );
+        assert!(i < self.count, "image index {i} out of range (count {})", self.count);
         let size = self.image_size();
         &self.pixels[i * size..(i + 1) * size]
     }
@@ -324,33 +318,13 @@ pub fn load(data_dir: &Path, dataset: Dataset, split: Split) -> Result<Images, D
 
     let count = images.dims[0];
     if labels.dims[0] != count {
-        return Err(DataError::CountMismatch {
-            images_path,
-            images: count,
-            labels_path,
-            labels: labels.dims[0],
-        });
+        return Err(DataError::CountMismatch { images_path, images: count, labels_path, labels: labels.dims[0] });
     }
-    if let Some((index, &value)) = labels
-        .data
-        .iter()
-        .enumerate()
-        .find(|&(_, &v)| usize::from(v) >= NUM_CLASSES)
-    {
-        return Err(DataError::BadLabel {
-            path: labels_path,
-            index,
-            value,
-        });
+    if let Some((index, &value)) = labels.data.iter().enumerate().find(|&(_, &v)| usize::from(v) >= NUM_CLASSES) {
+        return Err(DataError::BadLabel { path: labels_path, index, value });
     }
 
-    Ok(Images {
-        count,
-        rows: images.dims[1],
-        cols: images.dims[2],
-        pixels: images.data,
-        labels: labels.data,
-    })
+    Ok(Images { count, rows: images.dims[1], cols: images.dims[2], pixels: images.data, labels: labels.data })
 }
 
 /// Which of the two IDX file types is expected.
@@ -395,21 +369,14 @@ fn open_plain_or_gz(path: &Path) -> Result<(PathBuf, File), DataError> {
     match File::open(path) {
         Ok(file) => return Ok((path.to_path_buf(), file)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(DataError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(DataError::Io { path: path.to_path_buf(), source }),
     }
     let mut gz = path.as_os_str().to_owned();
     gz.push(".gz");
     let gz = PathBuf::from(gz);
     match File::open(&gz) {
         Ok(file) => Ok((gz, file)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(DataError::Missing {
-            path: path.to_path_buf(),
-        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(DataError::Missing { path: path.to_path_buf() }),
         Err(source) => Err(DataError::Io { path: gz, source }),
     }
 }
@@ -450,21 +417,11 @@ fn read_idx(path: &Path, kind: IdxKind) -> Result<(PathBuf, Idx), DataError> {
 
 /// Parses IDX content from `reader` (already decompressed).
 fn parse_idx(path: &Path, kind: IdxKind, reader: &mut impl Read) -> Result<Idx, DataError> {
-    let io_err = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
     let header_len = 4 * (1 + kind.ndims());
     let mut header = vec![0u8; header_len];
     let got = read_full(reader, &mut header).map_err(io_err)?;
-    let word = |i: usize| {
-        u32::from_be_bytes([
-            header[4 * i],
-            header[4 * i + 1],
-            header[4 * i + 2],
-            header[4 * i + 3],
-        ])
-    };
+    let word = |i: usize| u32::from_be_bytes([header[4 * i], header[4 * i + 1], header[4 * i + 2], header[4 * i + 3]]);
 
     // Check the magic as soon as it is there, so that a wrong or tiny file
     // is reported as such rather than as a truncated one.
@@ -499,25 +456,15 @@ fn parse_idx(path: &Path, kind: IdxKind, reader: &mut impl Read) -> Result<Idx, 
     // data actually present, never with what a broken header claims.
     // Reserve up front for real-sized data sets (MNIST train: 47 MB).
     let mut data = Vec::with_capacity(payload.min(MAX_RESERVE) as usize);
-    reader
-        .take(payload + 1)
-        .read_to_end(&mut data)
-        .map_err(io_err)?;
+    reader.take(payload + 1).read_to_end(&mut data).map_err(io_err)?;
     let found = data.len() as u64;
     if found < payload {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            part: "payload",
-            expected: payload,
-            found,
-        });
+        return Err(DataError::Truncated { path: path.to_path_buf(), part: "payload", expected: payload, found });
     }
     if found > payload {
         return Err(DataError::Malformed {
             path: path.to_path_buf(),
-            reason: format!(
-                "data after the {payload} bytes of payload announced by dimensions {dims:?}"
-            ),
+            reason: format!("data after the {payload} bytes of payload announced by dimensions {dims:?}"),
         });
     }
 
@@ -561,9 +508,7 @@ mod tests {
 
     /// 3 images of 2x4 pixels with pixel value = 10*image + offset.
     fn sample_pixels() -> Vec<u8> {
-        (0..3u8)
-            .flat_map(|i| (0..8u8).map(move |p| 10 * i + p))
-            .collect()
+        (0..3u8).flat_map(|i| (0..8u8).map(move |p| 10 * i + p)).collect()
     }
 
     const SAMPLE_LABELS: [u8; 3] = [7, 0, 9];
@@ -604,10 +549,7 @@ mod tests {
     fn parses_plain_files() {
         let tmp = write_set(
             Dataset::Mnist,
-            &[
-                ("train-images-idx3-ubyte", good_images()),
-                ("train-labels-idx1-ubyte", good_labels()),
-            ],
+            &[("train-images-idx3-ubyte", good_images()), ("train-labels-idx1-ubyte", good_labels())],
         );
         let images = load(tmp.path(), Dataset::Mnist, Split::Train).unwrap();
         check_sample(&images);
@@ -617,22 +559,13 @@ mod tests {
     fn parses_gzipped_files() {
         let tmp = write_set(
             Dataset::FashionMnist,
-            &[
-                ("t10k-images-idx3-ubyte.gz", gzip(&good_images())),
-                ("t10k-labels-idx1-ubyte.gz", gzip(&good_labels())),
-            ],
+            &[("t10k-images-idx3-ubyte.gz", gzip(&good_images())), ("t10k-labels-idx1-ubyte.gz", gzip(&good_labels()))],
         );
         let images = load(tmp.path(), Dataset::FashionMnist, Split::Test).unwrap();
         check_sample(&images);
         // The other data set's folder and the other split are not there.
-        assert!(matches!(
-            load(tmp.path(), Dataset::Mnist, Split::Test),
-            Err(DataError::Missing { .. })
-        ));
-        assert!(matches!(
-            load(tmp.path(), Dataset::FashionMnist, Split::Train),
-            Err(DataError::Missing { .. })
-        ));
+        assert!(matches!(load(tmp.path(), Dataset::Mnist, Split::Test), Err(DataError::Missing { .. })));
+        assert!(matches!(load(tmp.path(), Dataset::FashionMnist, Split::Train), Err(DataError::Missing { .. })));
     }
 
     #[test]
@@ -640,10 +573,7 @@ mod tests {
         // Gzip content without `.gz`, plain content with `.gz`.
         let tmp = write_set(
             Dataset::Mnist,
-            &[
-                ("t10k-images-idx3-ubyte", gzip(&good_images())),
-                ("t10k-labels-idx1-ubyte.gz", good_labels()),
-            ],
+            &[("t10k-images-idx3-ubyte", gzip(&good_images())), ("t10k-labels-idx1-ubyte.gz", good_labels())],
         );
         let images = load(tmp.path(), Dataset::Mnist, Split::Test).unwrap();
         check_sample(&images);
@@ -666,10 +596,7 @@ mod tests {
     fn empty_set_is_allowed() {
         let tmp = write_set(
             Dataset::Mnist,
-            &[
-                ("t10k-images-idx3-ubyte", idx_images(0, 28, 28, &[])),
-                ("t10k-labels-idx1-ubyte", idx_labels(&[])),
-            ],
+            &[("t10k-images-idx3-ubyte", idx_images(0, 28, 28, &[])), ("t10k-labels-idx1-ubyte", idx_labels(&[]))],
         );
         let images = load(tmp.path(), Dataset::Mnist, Split::Test).unwrap();
         assert!(images.is_empty());
@@ -678,10 +605,7 @@ mod tests {
 
     #[test]
     fn missing_file_says_how_to_get_data() {
-        let tmp = write_set(
-            Dataset::Mnist,
-            &[("train-images-idx3-ubyte", good_images())],
-        );
+        let tmp = write_set(Dataset::Mnist, &[("train-images-idx3-ubyte", good_images())]);
         let err = load(tmp.path(), Dataset::Mnist, Split::Train).unwrap_err();
         let DataError::Missing { path } = &err else {
             panic!("expected Missing, got {err:?}");
@@ -695,12 +619,7 @@ mod tests {
         assert!(msg.contains("RELEQ_DATA"), "{msg}");
 
         // A data directory that does not exist at all.
-        let err = load(
-            &tmp.path().join("nowhere"),
-            Dataset::FashionMnist,
-            Split::Test,
-        )
-        .unwrap_err();
+        let err = load(&tmp.path().join("nowhere"), Dataset::FashionMnist, Split::Test).unwrap_err();
         assert!(matches!(err, DataError::Missing { .. }), "{err:?}");
     }
 
@@ -711,10 +630,7 @@ mod tests {
         let bad = tmp.path().join("mnist/t10k-images-idx3-ubyte");
         std::fs::create_dir(&bad).unwrap();
         let err = load(tmp.path(), Dataset::Mnist, Split::Test).unwrap_err();
-        assert!(
-            matches!(&err, DataError::Io { path, .. } if path == &bad),
-            "{err:?}"
-        );
+        assert!(matches!(&err, DataError::Io { path, .. } if path == &bad), "{err:?}");
         assert!(err.to_string().contains(&bad.display().to_string()));
     }
 
@@ -728,10 +644,7 @@ mod tests {
         for bytes in [corrupt, garbage] {
             let tmp = write_set(
                 Dataset::Mnist,
-                &[
-                    ("t10k-images-idx3-ubyte.gz", bytes),
-                    ("t10k-labels-idx1-ubyte", good_labels()),
-                ],
+                &[("t10k-images-idx3-ubyte.gz", bytes), ("t10k-labels-idx1-ubyte", good_labels())],
             );
             let err = load(tmp.path(), Dataset::Mnist, Split::Test).unwrap_err();
             match &err {
@@ -748,23 +661,10 @@ mod tests {
         // Labels where images should be.
         let tmp = write_set(
             Dataset::Mnist,
-            &[
-                ("t10k-images-idx3-ubyte", good_labels()),
-                ("t10k-labels-idx1-ubyte", good_labels()),
-            ],
+            &[("t10k-images-idx3-ubyte", good_labels()), ("t10k-labels-idx1-ubyte", good_labels())],
         );
         let err = load(tmp.path(), Dataset::Mnist, Split::Test).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::BadMagic {
-                    expected: IMAGES_MAGIC,
-                    found: LABELS_MAGIC,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::BadMagic { expected: IMAGES_MAGIC, found: LABELS_MAGIC, .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("t10k-images-idx3-ubyte"), "{msg}");
         assert!(msg.contains("expected 0x00000803"), "{msg}");
@@ -777,22 +677,10 @@ mod tests {
         labels[..4].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
         let tmp = write_set(
             Dataset::Mnist,
-            &[
-                ("t10k-images-idx3-ubyte.gz", gzip(&good_images())),
-                ("t10k-labels-idx1-ubyte.gz", gzip(&labels)),
-            ],
+            &[("t10k-images-idx3-ubyte.gz", gzip(&good_images())), ("t10k-labels-idx1-ubyte.gz", gzip(&labels))],
         );
         let err = load(tmp.path(), Dataset::Mnist, Split::Test).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::BadMagic {
-                    expected: LABELS_MAGIC,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::BadMagic { expected: LABELS_MAGIC, .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("t10k-labels-idx1-ubyte.gz"), "{msg}");
         assert!(msg.contains("expected 0x00000801"), "{msg}");
@@ -803,33 +691,14 @@ mod tests {
     fn truncated_payload() {
         let mut images = good_images();
         images.truncate(images.len() - 5); // 24 payload bytes announced, 19 left
-        for (name, bytes) in [
-            ("t10k-images-idx3-ubyte", images.clone()),
-            ("t10k-images-idx3-ubyte.gz", gzip(&images)),
-        ] {
-            let tmp = write_set(
-                Dataset::Mnist,
-                &[(name, bytes), ("t10k-labels-idx1-ubyte", good_labels())],
-            );
+        for (name, bytes) in [("t10k-images-idx3-ubyte", images.clone()), ("t10k-images-idx3-ubyte.gz", gzip(&images))]
+        {
+            let tmp = write_set(Dataset::Mnist, &[(name, bytes), ("t10k-labels-idx1-ubyte", good_labels())]);
             let err = load(tmp.path(), Dataset::Mnist, Split::Test).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    DataError::Truncated {
-                        part: "payload",
-                        expected: 24,
-                        found: 19,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
+            assert!(matches!(err, DataError::Truncated { part: "payload", expected: 24, found: 19, .. }), "{err:?}");
             let msg = err.to_string();
             assert!(msg.contains(name), "{msg}");
-            assert!(
-                msg.contains("expected 24 bytes of payload, found 19"),
-                "{msg}"
-            );
+            assert!(msg.contains("expected 24 bytes of payload, found 19"), "{msg}");
         }
     }
 
@@ -838,59 +707,26 @@ mod tests {
         let labels = good_labels();
         let tmp = write_set(
             Dataset::Mnist,
-            &[
-                ("t10k-images-idx3-ubyte", good_images()),
-                ("t10k-labels-idx1-ubyte", labels[..6].to_vec()),
-            ],
+            &[("t10k-images-idx3-ubyte", good_images()), ("t10k-labels-idx1-ubyte", labels[..6].to_vec())],
         );
         let err = load(tmp.path(), Dataset::Mnist, Split::Test).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::Truncated {
-                    part: "header",
-                    expected: 8,
-                    found: 6,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::Truncated { part: "header", expected: 8, found: 6, .. }), "{err:?}");
 
         // Empty file.
         let tmp = write_set(
             Dataset::Mnist,
-            &[
-                ("t10k-images-idx3-ubyte", Vec::new()),
-                ("t10k-labels-idx1-ubyte", good_labels()),
-            ],
+            &[("t10k-images-idx3-ubyte", Vec::new()), ("t10k-labels-idx1-ubyte", good_labels())],
         );
         let err = load(tmp.path(), Dataset::Mnist, Split::Test).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::Truncated {
-                    part: "header",
-                    expected: 16,
-                    found: 0,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::Truncated { part: "header", expected: 16, found: 0, .. }), "{err:?}");
     }
 
     #[test]
     fn trailing_data_and_huge_dims_are_malformed() {
         let mut images = good_images();
         images.push(0);
-        let tmp = write_set(
-            Dataset::Mnist,
-            &[
-                ("t10k-images-idx3-ubyte", images),
-                ("t10k-labels-idx1-ubyte", good_labels()),
-            ],
-        );
+        let tmp =
+            write_set(Dataset::Mnist, &[("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", good_labels())]);
         let err = load(tmp.path(), Dataset::Mnist, Split::Test).unwrap_err();
         assert!(matches!(err, DataError::Malformed { .. }), "{err:?}");
 
@@ -898,10 +734,7 @@ mod tests {
         let tmp = write_set(
             Dataset::Mnist,
             &[
-                (
-                    "t10k-images-idx3-ubyte",
-                    idx_images(u32::MAX, u32::MAX, u32::MAX, &[]),
-                ),
+                ("t10k-images-idx3-ubyte", idx_images(u32::MAX, u32::MAX, u32::MAX, &[])),
                 ("t10k-labels-idx1-ubyte", good_labels()),
             ],
         );
@@ -912,10 +745,7 @@ mod tests {
         let tmp = write_set(
             Dataset::Mnist,
             &[
-                (
-                    "t10k-images-idx3-ubyte",
-                    idx_images(1 << 20, 1 << 10, 1 << 10, &[1, 2]),
-                ),
+                ("t10k-images-idx3-ubyte", idx_images(1 << 20, 1 << 10, 1 << 10, &[1, 2])),
                 ("t10k-labels-idx1-ubyte", good_labels()),
             ],
         );
@@ -930,55 +760,23 @@ mod tests {
     fn count_mismatch() {
         let tmp = write_set(
             Dataset::Mnist,
-            &[
-                ("train-images-idx3-ubyte", good_images()),
-                ("train-labels-idx1-ubyte.gz", gzip(&idx_labels(&[1, 2]))),
-            ],
+            &[("train-images-idx3-ubyte", good_images()), ("train-labels-idx1-ubyte.gz", gzip(&idx_labels(&[1, 2])))],
         );
         let err = load(tmp.path(), Dataset::Mnist, Split::Train).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::CountMismatch {
-                    images: 3,
-                    labels: 2,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::CountMismatch { images: 3, labels: 2, .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(
-            msg.contains("train-images-idx3-ubyte holds 3 images"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("train-labels-idx1-ubyte.gz holds 2 labels"),
-            "{msg}"
-        );
+        assert!(msg.contains("train-images-idx3-ubyte holds 3 images"), "{msg}");
+        assert!(msg.contains("train-labels-idx1-ubyte.gz holds 2 labels"), "{msg}");
     }
 
     #[test]
     fn label_out_of_range() {
         let tmp = write_set(
             Dataset::Mnist,
-            &[
-                ("train-images-idx3-ubyte", good_images()),
-                ("train-labels-idx1-ubyte", idx_labels(&[9, 0, 10])),
-            ],
+            &[("train-images-idx3-ubyte", good_images()), ("train-labels-idx1-ubyte", idx_labels(&[9, 0, 10]))],
         );
         let err = load(tmp.path(), Dataset::Mnist, Split::Train).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::BadLabel {
-                    index: 2,
-                    value: 10,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::BadLabel { index: 2, value: 10, .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("train-labels-idx1-ubyte"), "{msg}");
         assert!(msg.contains("label 10 at index 2"), "{msg}");
@@ -1043,10 +841,7 @@ mod tests {
         for &l in &train.labels {
             per_class[usize::from(l)] += 1;
         }
-        assert_eq!(
-            per_class,
-            [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-        );
+        assert_eq!(per_class, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
     }
 
     #[test]

@@ -90,7 +90,9 @@ pub fn report(file: &Path, bytes: &[u8]) -> Result<ModelReport, ModelError> {
         let out = plan.tensors[i + 1];
         let stats = plan.layer_stats(i);
         let (activation, kernel) = match l {
-            Layer::Conv2d(c) | Layer::DepthwiseConv2d(c) => (act_name(c.act), Some([c.kh, c.kw, c.stride_h, c.stride_w])),
+            Layer::Conv2d(c) | Layer::DepthwiseConv2d(c) => {
+                (act_name(c.act), Some([c.kh, c.kw, c.stride_h, c.stride_w]))
+            }
             Layer::Dense(d) => (act_name(d.act), None),
             Layer::Add(a) => (act_name(a.act), None),
             Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => (None, Some([p.kh, p.kw, p.stride_h, p.stride_w])),

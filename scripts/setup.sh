@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what releq needs on a fresh Debian machine with rustup:
+#   - the thumb rustup targets the firmware builds for,
+#   - qemu-system-arm (the default device, an emulated Cortex-M4),
+#   - MNIST and Fashion-MNIST in ./data (or $RELEQ_DATA); see scripts/setup-data.sh.
+# Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+say "rustup targets"
+rustup target add thumbv7em-none-eabihf thumbv7m-none-eabi thumbv6m-none-eabi >/dev/null
+
+if ! command -v qemu-system-arm >/dev/null 2>&1; then
+    say "installing qemu-system-arm"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+        say "qemu-system-arm is missing and I cannot install it: run 'apt-get install qemu-system-arm' as root"
+        exit 1
+    fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq qemu-system-arm >/dev/null
+fi
+say "$(qemu-system-arm --version | head -1)"
+
+if [ "${1:-}" != "--no-data" ]; then
+    scripts/setup-data.sh "${RELEQ_DATA:-data}"
+fi
+say "done"
