@@ -19,6 +19,12 @@ enum Command {
     Inspect(cmd::inspect::Inspect),
     /// Write a model of a known topology with random weights.
     Synth(cmd::synth::Synth),
+    /// List the boards releq knows.
+    Boards(cmd::boards::Boards),
+    /// Measure each layer's latency on the device.
+    Profile(cmd::profile::Profile),
+    /// Run test images on the device and compare with the host bit for bit.
+    Run(cmd::run::Run),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +32,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Inspect(c) => c.run(),
         Command::Synth(c) => c.run(),
+        Command::Boards(c) => c.run(),
+        Command::Profile(c) => c.run(),
+        Command::Run(c) => c.run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,4 +1,8 @@
 //! One module per `releq` subcommand, each a `clap::Parser` with `run(self)`.
 
+pub mod boards;
+pub mod device_args;
 pub mod inspect;
+pub mod profile;
+pub mod run;
 pub mod synth;

@@ -1,0 +1,64 @@
+//! `releq profile MODEL --board B`: per-layer latency measured on the device.
+
+use super::device_args::DeviceArgs;
+use anyhow::Context as _;
+use clap::Parser;
+use releq_common::validate::Plan;
+use releq_host::data::{self, Dataset, Split};
+use std::path::PathBuf;
+
+/// Run a model on the device and print each layer's measured count (executed
+/// instructions under QEMU, cycles on hardware), MACs, count per MAC and share
+/// of the total. Counts are the device's own; the overhead of the measurement
+/// itself is subtracted.
+#[derive(Debug, Parser)]
+pub struct Profile {
+    /// The .releq model.
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Runs to make (the table shows the minimum; variation is reported).
+    #[arg(long, default_value_t = 2)]
+    pub repeat: usize,
+    /// Profile on this data set's first test image instead of a blank input.
+    #[arg(long, value_enum)]
+    pub dataset: Option<Dataset>,
+    /// Data directory (default `$RELEQ_DATA` or `./data`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Profile {
+    /// Run the command.
+    pub fn run(self) -> anyhow::Result<()> {
+        let bytes = std::fs::read(&self.model).with_context(|| format!("cannot read {}", self.model.display()))?;
+        let plan = Plan::from_bytes(&bytes)
+            .with_context(|| format!("{} is not a valid .releq model", self.model.display()))?;
+        let input = match self.dataset {
+            Some(ds) => {
+                let dir = self.data_dir.clone().unwrap_or_else(data::default_data_dir);
+                let images = data::load(&dir, ds, Split::Test)?;
+                releq_host::eval::check_input(&plan, &images, &ds.to_string())?;
+                releq_host::eval::quantize_image(images.image(0), &plan.input().quant)
+            }
+            None => vec![plan.input().quant.zero_point as i8; plan.input().shape.len()],
+        };
+        let board = self.device.board()?;
+        let started = std::time::Instant::now();
+        let mut dev = self.device.start(&board, Some(&self.model))?;
+        let report = releq_host::profile::profile(&plan, &mut dev, &input, self.repeat)?;
+        let wall = started.elapsed().as_secs_f64();
+        if self.json {
+            let mut v = serde_json::to_value(&report)?;
+            v["wall_seconds"] = serde_json::json!(wall);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            print!("{}", releq_host::profile::render(&report));
+            println!("wall time {wall:.2} s (QEMU start, firmware handshake and {} run(s))", report.repeats);
+        }
+        Ok(())
+    }
+}
