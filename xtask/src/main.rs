@@ -4,6 +4,10 @@
 //! - `cargo xtask test`: formatting, clippy (host and firmware), the host
 //!   workspace tests (which include QEMU end-to-end tests when QEMU is
 //!   installed), and the firmware build for every board's target.
+//! - `cargo xtask bench`: LeNet-5 (random weights) profiled on a QEMU board,
+//!   instructions per MAC per layer beside the CMSIS-NN anchors measured in
+//!   the same emulator (`../shared/notes/anchors.md`), and the same model at
+//!   lower weight bits, as ratios measured in one run.
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
@@ -25,6 +29,108 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Profile LeNet-5 on a QEMU board and compare with the anchors.
+    Bench {
+        /// Board to profile on.
+        #[arg(long, default_value = "qemu-m4")]
+        board: String,
+    },
+}
+
+/// CMSIS-NN s8 on qemu-m4 for the same LeNet-5, executed instructions per
+/// layer, from `../shared/notes/anchors.md` (measured outside this project;
+/// quoted, not re-measured here).
+const CMSIS_NN_S8: [(&str, u64); 8] = [
+    ("conv1", 959_600),
+    ("pool1", 51_760),
+    ("conv2", 407_400),
+    ("pool2", 11_400),
+    ("flatten", 0),
+    ("dense1", 63_720),
+    ("dense2", 23_360),
+    ("dense3", 2_280),
+];
+
+fn profile_json(releq: &Path, model: &Path, board: &str) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(releq)
+        .args(["profile", "--json", "--repeat", "2", "--board", board])
+        .arg(model)
+        .output()
+        .context("cannot run releq profile")?;
+    if !out.status.success() {
+        bail!("releq profile failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn bench(board: &str) -> anyhow::Result<()> {
+    let root = root();
+    run(&root, "cargo", &["build", "--release", "-q", "-p", "releq-host"], &[])?;
+    let releq = root.join("target/release/releq");
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let variants = [("int8", "8"), ("w4a8", "4"), ("w2a8", "2")];
+    let mut profiles = Vec::new();
+    for (name, wbits) in variants {
+        let model = dir.join(format!("lenet5-{name}.releq"));
+        let args = ["synth", "--arch", "lenet5", "--seed", "1", "--wbits", wbits, "--abits", "8", "--out"];
+        let status = Command::new(&releq).args(args).arg(&model).status()?;
+        if !status.success() {
+            bail!("releq synth failed");
+        }
+        let started = std::time::Instant::now();
+        let p = profile_json(&releq, &model, board)?;
+        profiles.push((name, p, started.elapsed().as_secs_f64()));
+    }
+    let (_, int8, wall) = &profiles[0];
+    let unit = int8["unit"].as_str().unwrap_or("?");
+    println!("LeNet-5 (random weights) on {board}, counts in {unit}; reference (scalar) kernels");
+    println!("CMSIS-NN s8 column: anchors.md, measured in the same emulator outside this project\n");
+    println!(
+        "| layer | MACs | releq int8 | per MAC | CMSIS-NN s8 | per MAC | releq / CMSIS-NN | w4a8 / int8 | w2a8 / int8 |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let layers = int8["layers"].as_array().context("no layers in profile")?;
+    for (i, l) in layers.iter().enumerate() {
+        let macs = l["macs"].as_u64().unwrap_or(0);
+        let count = l["count"].as_u64().unwrap_or(0);
+        let (name, cmsis) = CMSIS_NN_S8.get(i).copied().unwrap_or(("?", 0));
+        let per = |c: u64| if macs > 0 { format!("{:.2}", c as f64 / macs as f64) } else { "-".into() };
+        let ratio = |p: &serde_json::Value| {
+            let c = p["layers"][i]["count"].as_u64().unwrap_or(0);
+            if count > 0 {
+                format!("{:.2}", c as f64 / count as f64)
+            } else {
+                "-".into()
+            }
+        };
+        println!(
+            "| {name} ({}) | {macs} | {count} | {} | {cmsis} | {} | {} | {} | {} |",
+            l["kind"].as_str().unwrap_or("?"),
+            per(count),
+            per(cmsis),
+            if cmsis > 0 { format!("{:.2}", count as f64 / cmsis as f64) } else { "-".into() },
+            ratio(&profiles[1].1),
+            ratio(&profiles[2].1),
+        );
+    }
+    let total = int8["total"].as_u64().unwrap_or(0);
+    let cmsis_total: u64 = CMSIS_NN_S8.iter().map(|(_, c)| c).sum();
+    let macs = int8["total_macs"].as_u64().unwrap_or(1);
+    let tot = |p: &serde_json::Value| p["total"].as_u64().unwrap_or(0) as f64 / total.max(1) as f64;
+    println!(
+        "| whole model | {macs} | {total} | {:.2} | {cmsis_total} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        total as f64 / macs as f64,
+        cmsis_total as f64 / macs as f64,
+        total as f64 / cmsis_total as f64,
+        tot(&profiles[1].1),
+        tot(&profiles[2].1),
+    );
+    println!(
+        "\ncounts identical across 2 runs: {}; profile wall time {wall:.2} s (QEMU start + handshake + 2 runs)",
+        profiles.iter().all(|(_, p, _)| p["identical"].as_bool() == Some(true))
+    );
+    Ok(())
 }
 
 fn root() -> PathBuf {
@@ -103,5 +209,6 @@ fn test(no_lint: bool) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Test { no_lint } => test(no_lint),
+        Cmd::Bench { board } => bench(&board),
     }
 }
