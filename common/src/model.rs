@@ -71,6 +71,10 @@ impl Shape {
     pub const fn len(&self) -> usize {
         self.h as usize * self.w as usize * self.c as usize
     }
+    /// Number of elements, computed without overflow on any target.
+    pub const fn elems(&self) -> u64 {
+        self.h as u64 * self.w as u64 * self.c as u64
+    }
     /// True when some dimension is zero.
     pub const fn is_empty(&self) -> bool {
         self.len() == 0

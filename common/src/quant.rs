@@ -17,6 +17,7 @@
 //! `acc = bias[c] + sum((x - in_zp) * w)` in `i32` (wrapping never happens on a
 //! validated model: the validator bounds `K * 255 * 127 + |bias|`).
 //! `out = clamp(multiply_by_quantized_multiplier(acc, m[c], shift[c]) + out_zp)`
+//! (the zero point is added with saturation)
 //! where the real multiplier `in_scale * w_scale[c] / out_scale = m * 2^(shift - 31)`
 //! with `m` in `[2^30, 2^31)` (or 0).
 //!

@@ -20,7 +20,6 @@
 //!   host's figure is the device's.
 
 use crate::model::{Layer, Model, Shape, TensorQuant, Weights, MAX_LAYERS, MAX_NAME};
-use crate::pack::row_bytes;
 use crate::quant::{act_max, act_min, MAX_BITS, MIN_BITS};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +27,17 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TENSORS: usize = MAX_LAYERS + 1;
 /// Alignment of every tensor in the arena.
 pub const ARENA_ALIGN: usize = 4;
+/// Most elements one tensor may have (16 Mi): keeps every size and offset
+/// computation far from overflow on 32-bit targets.
+pub const MAX_TENSOR_LEN: u64 = 1 << 24;
+
+fn check_shape(s: Shape, err: impl Fn(Problem) -> ModelError) -> Result<(), ModelError> {
+    let len = s.elems();
+    if len == 0 {
+        return Err(err(Problem::EmptyOutput));
+    }
+    range_check(len as i64, 1, MAX_TENSOR_LEN as i64, err)
+}
 
 /// The field a validation error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,38 +244,49 @@ fn check_quant(q: &TensorQuant, err: impl Fn(Field, Problem) -> ModelError) -> R
     Ok(())
 }
 
-fn check_clamp(c: &crate::model::Clamp, err: impl Fn(Field, Problem) -> ModelError) -> Result<(), ModelError> {
+/// A clamp must be ordered and lie within the output's code range (so the
+/// kernels' bounds `max(qmin, min) ..= min(qmax, max)` are never empty).
+fn check_clamp(
+    c: &crate::model::Clamp,
+    bits: u8,
+    err: impl Fn(Field, Problem) -> ModelError,
+) -> Result<(), ModelError> {
     if c.min > c.max {
         return Err(err(Field::Clamp, Problem::Inverted { min: c.min, max: c.max }));
     }
-    Ok(())
+    let (lo, hi) = (act_min(bits) as i64, act_max(bits) as i64);
+    range_check(c.min as i64, lo, hi, |p| err(Field::Clamp, p))?;
+    range_check(c.max as i64, lo, hi, |p| err(Field::Clamp, p))
 }
 
 fn check_len(
     actual: usize,
-    expected: usize,
+    expected: u64,
     field: Field,
     err: &impl Fn(Field, Problem) -> ModelError,
 ) -> Result<(), ModelError> {
-    if actual != expected {
-        return Err(err(field, Problem::Length { expected: expected as u32, actual: actual as u32 }));
+    if actual as u64 != expected {
+        let expected = expected.min(u32::MAX as u64) as u32;
+        return Err(err(field, Problem::Length { expected, actual: actual as u32 }));
     }
     Ok(())
 }
 
 /// Check a weighted layer's arrays for `out_c` rows of `k` weights, and the
-/// accumulator bound.
+/// accumulator bound. Lengths are computed in `u64` so a hostile shape cannot
+/// overflow them on a 32-bit device.
 fn check_weights(
     w: &Weights<'_>,
     out_c: usize,
-    k: usize,
+    k: u64,
     err: &impl Fn(Field, Problem) -> ModelError,
 ) -> Result<(), ModelError> {
     range_check(w.bits as i64, MIN_BITS as i64, MAX_BITS as i64, |p| err(Field::WeightBits, p))?;
-    check_len(w.packed.len(), out_c * row_bytes(k, w.bits), Field::Weights, err)?;
-    check_len(w.bias.len(), out_c * 4, Field::Bias, err)?;
-    check_len(w.multiplier.len(), out_c * 4, Field::Multiplier, err)?;
-    check_len(w.shift.len(), out_c, Field::Shift, err)?;
+    let row = (k * w.bits as u64).div_ceil(8);
+    check_len(w.packed.len(), out_c as u64 * row, Field::Weights, err)?;
+    check_len(w.bias.len(), out_c as u64 * 4, Field::Bias, err)?;
+    check_len(w.multiplier.len(), out_c as u64 * 4, Field::Multiplier, err)?;
+    check_len(w.shift.len(), out_c as u64, Field::Shift, err)?;
     let mut max_bias: i64 = 0;
     for c in 0..out_c {
         let rq = w.requant(c);
@@ -274,7 +295,7 @@ fn check_weights(
         max_bias = max_bias.max((w.bias(c) as i64).abs());
     }
     // |x - zp| <= 255 and |w| <= 2^(bits-1).
-    let bound = k as i64 * 255 * (1i64 << (w.bits - 1)) + max_bias;
+    let bound = (k as i64).saturating_mul(255 * (1i64 << (w.bits - 1))).saturating_add(max_bias);
     if bound > i32::MAX as i64 {
         return Err(err(Field::Weights, Problem::AccumulatorOverflow { bound }));
     }
@@ -343,9 +364,7 @@ impl<'a> Plan<'a> {
         let merr = |field, problem| ModelError::Model { field, problem };
         range_check(model.name.len() as i64, 0, MAX_NAME as i64, |p| merr(Field::Name, p))?;
         range_check(model.layers.len() as i64, 1, MAX_LAYERS as i64, |p| merr(Field::Layers, p))?;
-        if model.input_shape.is_empty() {
-            return Err(merr(Field::InputShape, Problem::EmptyOutput));
-        }
+        check_shape(model.input_shape, |p| merr(Field::InputShape, p))?;
         check_quant(&model.input_quant, |_, p| merr(Field::InputQuant, p))?;
 
         let mut tensors: heapless::Vec<TensorInfo, MAX_TENSORS> = heapless::Vec::new();
@@ -374,10 +393,10 @@ impl<'a> Plan<'a> {
                     }
                     let win = Window { kh: l.kh, kw: l.kw, sh: l.stride_h, sw: l.stride_w, pad: l.pad };
                     let shape = check_window(input.shape, &win, l.out_c, &err)?;
-                    let k = l.kh as usize * l.kw as usize * if depthwise { 1 } else { input.shape.c as usize };
+                    let k = l.kh as u64 * l.kw as u64 * if depthwise { 1 } else { input.shape.c as u64 };
                     check_weights(&l.w, l.out_c as usize, k, &err)?;
                     check_quant(&l.out, err)?;
-                    check_clamp(&l.clamp, err)?;
+                    check_clamp(&l.clamp, l.out.bits, err)?;
                     (shape, l.out)
                 }
                 Layer::Dense(l) => {
@@ -387,9 +406,9 @@ impl<'a> Plan<'a> {
                             Problem::OutOfRange { value: 0, min: 1, max: u16::MAX as i64 },
                         ));
                     }
-                    check_weights(&l.w, l.out_features as usize, input.shape.len(), &err)?;
+                    check_weights(&l.w, l.out_features as usize, input.shape.elems(), &err)?;
                     check_quant(&l.out, err)?;
-                    check_clamp(&l.clamp, err)?;
+                    check_clamp(&l.clamp, l.out.bits, err)?;
                     (Shape::new(1, 1, l.out_features), l.out)
                 }
                 Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => {
@@ -406,19 +425,23 @@ impl<'a> Plan<'a> {
                         range_check(m.shift as i64, -31, 30, |p| err(Field::Shift, p))?;
                     }
                     check_quant(&a.out, err)?;
-                    check_clamp(&a.clamp, err)?;
+                    check_clamp(&a.clamp, a.out.bits, err)?;
                     (input.shape, a.out)
                 }
                 Layer::Reshape(r) => {
-                    if r.shape.len() != input.shape.len() || r.shape.is_empty() {
+                    if r.shape.elems() != input.shape.elems() {
                         return Err(err(
                             Field::Shape,
-                            Problem::SizeMismatch { expected: input.shape.len() as u32, actual: r.shape.len() as u32 },
+                            Problem::SizeMismatch {
+                                expected: input.shape.elems() as u32,
+                                actual: r.shape.elems().min(u32::MAX as u64) as u32,
+                            },
                         ));
                     }
                     (r.shape, input.quant)
                 }
             };
+            check_shape(shape, |p| err(Field::Shape, p))?;
             let _ = tensors.push(TensorInfo { shape, quant, offset: 0 });
         }
 

@@ -233,3 +233,79 @@ fn run_rejects_bad_inputs() {
     let e = plan.run(&mut arena, &input).unwrap_err();
     assert_eq!(e.to_string(), "input value 8 at index 17 is outside the 4-bit range");
 }
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// Found by `cargo fuzz run model_payload` (fuzz/regressions/): a dense
+/// layer with a 4-bit output whose clamp 100..=100 lies outside -8..=7 used to
+/// pass validation and make the kernel's `clamp` panic.
+#[test]
+fn regression_clamp_outside_the_bit_range_is_rejected() {
+    let bytes = hex("52454c510100000029000000e2750ae0000101010000803fff01080102000100c801c8010000803f0004080101040000000004000000400100");
+    let e = Plan::from_bytes(&bytes).unwrap_err();
+    assert_eq!(
+        e,
+        ModelError::Layer {
+            layer: 0,
+            field: Field::Clamp,
+            problem: Problem::OutOfRange { value: 100, min: -8, max: 7 }
+        }
+    );
+}
+
+/// Found by reading the kernels while fuzzing: a multiplier that saturates
+/// plus a zero point of 127 used to overflow `i32` (a panic with overflow
+/// checks, a wrong -128 without). The sum now saturates: the output is 127.
+#[test]
+fn regression_requantized_value_plus_zero_point_saturates() {
+    let bytes = hex("52454c51010000002a000000b2172454000101010000803fff01080102000100ff01fe010000803ffe010808017f040000000004ffffff7f011e");
+    let plan = Plan::from_bytes(&bytes).unwrap();
+    let mut arena = vec![0i8; plan.arena_bytes];
+    let n = plan.input().shape.len();
+    let bits = plan.input().quant.bits;
+    let input = vec![releq_common::quant::act_max(bits) as i8; n];
+    let out = plan.run(&mut arena, &input).unwrap();
+    assert!(out.iter().all(|&v| v as i32 == releq_common::quant::act_max(plan.output().quant.bits)), "{out:?}");
+}
+
+#[test]
+fn oversized_tensors_are_rejected_before_any_arithmetic() {
+    let mut owned = random_model(1, false);
+    owned.input_shape = releq_common::Shape::new(4096, 4096, 3);
+    let e = invalid(&owned);
+    assert!(matches!(e, ModelError::Model { field: Field::InputShape, problem: Problem::OutOfRange { .. } }), "{e:?}");
+}
+
+/// Every input the fuzzers ever crashed on (fuzz/regressions/) now decodes to
+/// an error or runs without a panic.
+#[test]
+fn fuzz_regressions_no_longer_panic() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
+    let mut seen = 0;
+    for (dir, payload_only) in [("model_decode", false), ("model_payload", true)] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        for e in entries {
+            let raw = std::fs::read(e.unwrap().path()).unwrap();
+            let bytes = if payload_only {
+                let mut b = b"RELQ".to_vec();
+                b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+                b.extend_from_slice(&[0, 0]);
+                b.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                b.extend_from_slice(&releq_common::model::CRC32.checksum(&raw).to_le_bytes());
+                b.extend_from_slice(&raw);
+                b
+            } else {
+                raw
+            };
+            if let Ok(plan) = Plan::from_bytes(&bytes) {
+                let mut arena = vec![0i8; plan.arena_bytes];
+                let input = vec![plan.input().quant.zero_point as i8; plan.input().shape.len()];
+                plan.run(&mut arena, &input).unwrap();
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "regression inputs not found under {}", root.display());
+}

@@ -36,7 +36,7 @@ pub fn conv2d(l: &Conv2d<'_>, in_shape: Shape, in_zp: i32, input: &[i8], out_sha
                         }
                     }
                 }
-                let y = l.w.requant(oc).apply(acc) + out_zp;
+                let y = l.w.requant(oc).apply(acc).saturating_add(out_zp);
                 let idx = ((oy * out_shape.w as isize + ox) as usize) * out_shape.c as usize + oc;
                 output[idx] = y.clamp(lo, hi) as i8;
             }
@@ -74,7 +74,7 @@ pub fn depthwise_conv2d(
                         acc += x * w;
                     }
                 }
-                let y = l.w.requant(c).apply(acc) + l.out.zero_point;
+                let y = l.w.requant(c).apply(acc).saturating_add(l.out.zero_point);
                 output[((oy * out_shape.w as isize + ox) as usize) * ic + c] = y.clamp(lo, hi) as i8;
             }
         }
@@ -92,7 +92,7 @@ pub fn dense(l: &Dense<'_>, in_zp: i32, input: &[i8], output: &mut [i8]) {
         for (j, &x) in input.iter().enumerate() {
             acc += (x as i32 - in_zp) * pack::get(row, l.w.bits, j) as i32;
         }
-        let y = l.w.requant(o).apply(acc) + l.out.zero_point;
+        let y = l.w.requant(o).apply(acc).saturating_add(l.out.zero_point);
         *out = y.clamp(lo, hi) as i8;
     }
 }
