@@ -91,9 +91,7 @@ fn main() {
     let text = fs::read_to_string(&file).unwrap_or_else(|e| {
         let mut names: Vec<String> = fs::read_dir(&dir)
             .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".toml").map(str::to_owned))
-                    .collect()
+                rd.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".toml").map(str::to_owned)).collect()
             })
             .unwrap_or_default();
         names.sort();
@@ -140,7 +138,9 @@ fn main() {
     }
     let icount_shift = match t.get("qemu") {
         Some(toml::Value::Table(q)) => int(q, "icount_shift", &file),
-        _ if counter == "icount-timer" => fail(format!("{}: counter icount-timer needs [qemu] icount_shift", file.display())),
+        _ if counter == "icount-timer" => {
+            fail(format!("{}: counter icount-timer needs [qemu] icount_shift", file.display()))
+        }
         _ => 0,
     };
     if icount_shift > 10 {
@@ -161,7 +161,13 @@ fn main() {
 
     // The build id: what sources went into this firmware.
     let common = manifest.join("../common");
-    let inputs = [manifest.join("src"), manifest.join("Cargo.toml"), common.join("src"), common.join("Cargo.toml"), file.clone()];
+    let inputs = [
+        manifest.join("src"),
+        manifest.join("Cargo.toml"),
+        common.join("src"),
+        common.join("Cargo.toml"),
+        file.clone(),
+    ];
     for p in &inputs[..4] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
@@ -183,7 +189,11 @@ fn main() {
         (
             "Firmware version and a hash of its sources (firmware, common, board file).",
             "FIRMWARE: &str",
-            format!("\"{} {}+{build_id:016x}\"", env::var("CARGO_PKG_NAME").unwrap(), env::var("CARGO_PKG_VERSION").unwrap()),
+            format!(
+                "\"{} {}+{build_id:016x}\"",
+                env::var("CARGO_PKG_NAME").unwrap(),
+                env::var("CARGO_PKG_VERSION").unwrap()
+            ),
         ),
     ];
     for (doc, decl, value) in consts {

@@ -63,7 +63,9 @@ fn main() -> ! {
     let blob = blob::load();
     match &blob.status {
         releq_common::protocol::ModelStatus::Absent => defmt::info!("no model blob at {=usize:#x}", board::BLOB_ADDR),
-        releq_common::protocol::ModelStatus::Invalid(e) => defmt::warn!("invalid model blob: {}", defmt::Debug2Format(e)),
+        releq_common::protocol::ModelStatus::Invalid(e) => {
+            defmt::warn!("invalid model blob: {}", defmt::Debug2Format(e))
+        }
         releq_common::protocol::ModelStatus::Loaded { layers, blob_bytes, arena_bytes, .. } => {
             defmt::info!("model: {} layers, {} blob bytes, arena {} bytes", layers, blob_bytes, arena_bytes)
         }

@@ -138,16 +138,15 @@ fn layer_of<'a>(spec: &LayerSpec, w: Weights<'a>) -> Layer<'a> {
         out,
         w,
     };
-    let pool = Pool { input: 0, kh: spec.kh, kw: spec.kw, stride_h: spec.stride_h, stride_w: spec.stride_w, pad: spec.pad };
+    let pool =
+        Pool { input: 0, kh: spec.kh, kw: spec.kw, stride_h: spec.stride_h, stride_w: spec.stride_w, pad: spec.pad };
     match spec.kind {
         SpecKind::Conv2d => Layer::Conv2d(conv(spec.out_c)),
         SpecKind::DepthwiseConv2d => Layer::DepthwiseConv2d(conv(spec.input.c)),
         SpecKind::Dense => Layer::Dense(Dense { input: 0, out_features: spec.out_c, act, clamp, out, w }),
         SpecKind::MaxPool2d => Layer::MaxPool2d(pool),
         SpecKind::AvgPool2d => Layer::AvgPool2d(pool),
-        SpecKind::Add => {
-            Layer::Add(Add { input: 0, other: 0, act, clamp, out, params: add_params(1.0, 1.0, 2.0) })
-        }
+        SpecKind::Add => Layer::Add(Add { input: 0, other: 0, act, clamp, out, params: add_params(1.0, 1.0, 2.0) }),
     }
 }
 

@@ -29,6 +29,12 @@ impl Uart {
         unsafe {
             write_volatile(BAUDDIV, 16);
             write_volatile(CTRL, CTRL_TX_EN | CTRL_RX_EN);
+            // An (empty) read of DATA makes QEMU poll its chardev again. QEMU
+            // stops polling the socket while the receiver is disabled (as it
+            // is when the host connects, before boot) and enabling it does not
+            // wake QEMU's main loop: without this read the first request
+            // waits for QEMU's next periodic wake-up, about a second.
+            let _ = read_volatile(DATA);
         }
         Self { _owned: () }
     }

@@ -2,12 +2,20 @@
 //!
 //! - [`data`]: MNIST / Fashion-MNIST IDX loading.
 //! - [`eval`]: host integer inference over a data set.
+//! - [`fastinfer`]: the host-optimised, bit-exact inference path.
 //! - [`inspect`]: human and JSON summaries of `.releq` model files.
 //! - [`profile`]: per-layer latency measured on a device.
+//! - [`quantize`]: export of a float network to a `.releq` integer model.
+//! - [`nn`], [`zoo`]: networks as op lists, their quantization plans, the model zoo.
 
 pub mod boards;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod fastinfer;
 pub mod inspect;
+pub mod nn;
 pub mod profile;
+pub mod quantize;
+pub mod train;
+pub mod zoo;

@@ -25,6 +25,12 @@ enum Command {
     Profile(cmd::profile::Profile),
     /// Run test images on the device and compare with the host bit for bit.
     Run(cmd::run::Run),
+    /// Accuracy of a .releq model by the host's integer inference.
+    Eval(cmd::eval::Eval),
+    /// Train a zoo model in float.
+    Train(cmd::train::Train),
+    /// Calibrate and fine-tune a checkpoint with fake quantization (QAT).
+    Finetune(cmd::finetune::Finetune),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +41,9 @@ fn main() -> std::process::ExitCode {
         Command::Boards(c) => c.run(),
         Command::Profile(c) => c.run(),
         Command::Run(c) => c.run(),
+        Command::Eval(c) => c.run(),
+        Command::Train(c) => c.run(),
+        Command::Finetune(c) => c.run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,7 +2,10 @@
 
 pub mod boards;
 pub mod device_args;
+pub mod eval;
+pub mod finetune;
 pub mod inspect;
 pub mod profile;
 pub mod run;
 pub mod synth;
+pub mod train;

@@ -475,7 +475,7 @@ impl QemuDevice {
     fn exchange(&mut self, bytes: &[u8], name: &'static str) -> Result<Reply, LinkError> {
         self.drain()?;
         if let Err(e) = self.stream.write_all(bytes) {
-            if !self.qemu.is_running() {
+            if gone(&e) || !self.qemu.is_running() {
                 return Err(self.qemu.exited(format!("while sending {name}")));
             }
             return Err(LinkError::io(format!("sending {name}"), e));
@@ -503,7 +503,7 @@ impl QemuDevice {
                     continue
                 }
                 Err(e) => {
-                    if !self.qemu.is_running() {
+                    if gone(&e) || !self.qemu.is_running() {
                         return Err(self.qemu.exited(format!("while waiting for the answer to {name}")));
                     }
                     return Err(LinkError::io(format!("reading the answer to {name}"), e));
@@ -523,41 +523,40 @@ impl QemuDevice {
     }
 }
 
-fn expect<T>(
-    reply: Reply,
-    request: &'static str,
-    pick: impl FnOnce(Reply) -> Result<T, Reply>,
-) -> Result<T, LinkError> {
-    match pick(reply) {
-        Ok(t) => Ok(t),
-        Err(Reply::Error(e)) => Err(LinkError::Device(e)),
-        Err(other) => Err(LinkError::Unexpected { request, got: other.kind() }),
+/// An I/O error that means the other end (QEMU) went away.
+fn gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected)
+}
+
+/// The error for an answer that is not the one asked for.
+fn unexpected(reply: Reply, request: &'static str) -> LinkError {
+    match reply {
+        Reply::Error(e) => LinkError::Device(e),
+        other => LinkError::Unexpected { request, got: other.kind() },
     }
 }
 
 impl Device for QemuDevice {
     fn info(&mut self) -> Result<DeviceInfoOwned, LinkError> {
-        let reply = self.request(&Request::Info { protocol: PROTOCOL_VERSION })?;
-        expect(reply, "Info", |r| match r {
+        match self.request(&Request::Info { protocol: PROTOCOL_VERSION })? {
             Reply::Info(i) => Ok(i),
-            r => Err(r),
-        })
+            other => Err(unexpected(other, "Info")),
+        }
     }
 
     fn run(&mut self, input: &[i8]) -> Result<RunOutput, LinkError> {
         let bytes: Vec<u8> = input.iter().map(|&v| v as u8).collect();
-        let reply = self.request(&Request::Run { input: &bytes })?;
-        expect(reply, "Run", |r| match r {
+        match self.request(&Request::Run { input: &bytes })? {
             Reply::Run(o) => Ok(o),
-            r => Err(r),
-        })
+            other => Err(unexpected(other, "Run")),
+        }
     }
 
     fn time_layer(&mut self, spec: &LayerSpec, repeat: u16) -> Result<LayerTime, LinkError> {
-        let reply = self.request(&Request::TimeLayer { spec: *spec, repeat })?;
-        expect(reply, "TimeLayer", |r| match r {
+        match self.request(&Request::TimeLayer { spec: *spec, repeat })? {
             Reply::LayerTime(t) => Ok(t),
-            r => Err(r),
-        })
+            other => Err(unexpected(other, "TimeLayer")),
+        }
     }
 }

@@ -1,0 +1,128 @@
+//! `releq finetune CKPT`: calibrate, plan and fine-tune with fake quantization.
+
+use anyhow::Context as _;
+use clap::Parser;
+use releq_host::data::{self, Dataset};
+use releq_host::train::{self, QatOptions, TrainState};
+use releq_host::zoo::Arch;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Quantization-aware fine-tuning: calibrate the checkpoint's tensor ranges,
+/// build the quantization plan for the given bits, train with fake
+/// quantization for --steps steps (plan fixed), and write DIR/qat.safetensors
+/// and DIR/qat.json (plan, bits, fake-quantized validation accuracy).
+#[derive(Debug, Parser)]
+pub struct Finetune {
+    /// Float checkpoint (safetensors), e.g. runs/lenet5-mnist/last.safetensors.
+    pub ckpt: PathBuf,
+    /// Model (default: from train.json next to the checkpoint).
+    #[arg(long, value_enum)]
+    pub model: Option<Arch>,
+    /// Data set (default: from train.json next to the checkpoint).
+    #[arg(long, value_enum)]
+    pub dataset: Option<Dataset>,
+    /// Weight bits: one value, or one per weighted layer.
+    #[arg(long, default_value = "8", value_delimiter = ',')]
+    pub wbits: Vec<u8>,
+    /// Activation bits: one value, or one per weighted layer.
+    #[arg(long, default_value = "8", value_delimiter = ',')]
+    pub abits: Vec<u8>,
+    /// Fine-tuning steps (0: calibrate and evaluate only).
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Learning rate (Adam, constant).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Calibration batches.
+    #[arg(long, default_value_t = 20)]
+    pub calib_batches: usize,
+    /// Seed of the validation split (default: the training run's) and batch order.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Data directory (default `$RELEQ_DATA` or `./data`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `qat.json`.
+#[derive(Serialize)]
+struct QatJson<'a> {
+    arch: Arch,
+    dataset: Dataset,
+    seed: u64,
+    checkpoint: PathBuf,
+    wbits: &'a [u8],
+    abits: &'a [u8],
+    steps: usize,
+    lr: f64,
+    calib_batches: usize,
+    #[serde(flatten)]
+    outcome: &'a train::QatOutcome,
+}
+
+impl Finetune {
+    /// Run the command.
+    pub fn run(self) -> anyhow::Result<()> {
+        super::train::rerun_with_malloc_tunables()?;
+        let state_path = self.ckpt.parent().unwrap_or(std::path::Path::new(".")).join("train.json");
+        let state: Option<TrainState> = train::read_json(&state_path).ok();
+        let dataset = self
+            .dataset
+            .or(state.as_ref().map(|s| s.dataset))
+            .context("no train.json next to the checkpoint to tell the data set: give --dataset mnist|fashion-mnist")?;
+        let seed = self.seed.or(state.as_ref().map(|s| s.seed)).unwrap_or(1);
+        let limit = state.as_ref().and_then(|s| s.limit);
+        let (vm, net) = train::load_checkpoint(&self.ckpt, self.model)?;
+        let arch = net.spec().name.clone();
+        let arch: Arch = serde_json::from_value(serde_json::Value::String(arch))?;
+        let dir = self.data_dir.unwrap_or_else(data::default_data_dir);
+        let split = train::load_split(&dir, dataset, seed, limit)?;
+        let o = QatOptions {
+            wbits: self.wbits,
+            abits: self.abits,
+            steps: self.steps,
+            lr: self.lr,
+            batch: self.batch.max(1),
+            calib_batches: self.calib_batches,
+            seed,
+            val_limit: None,
+            progress: true,
+        };
+        let outcome = train::finetune(&vm, &net, &split, &o)?;
+        std::fs::create_dir_all(&self.out).with_context(|| format!("cannot create {}", self.out.display()))?;
+        vm.save(self.out.join("qat.safetensors"))?;
+        let json = QatJson {
+            arch,
+            dataset,
+            seed,
+            checkpoint: self.ckpt.clone(),
+            wbits: &outcome.plan.wbits,
+            abits: &outcome.plan.abits,
+            steps: o.steps,
+            lr: o.lr,
+            calib_batches: o.calib_batches,
+            outcome: &outcome,
+        };
+        let path = self.out.join("qat.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!(
+            "{} w{:?} a{:?}: fake-quantized validation accuracy {:.2}% before, {:.2}% after {} steps; wrote {}",
+            arch.name(),
+            outcome.plan.wbits,
+            outcome.plan.abits,
+            100.0 * outcome.fq_val_acc_before,
+            100.0 * outcome.fq_val_acc,
+            o.steps,
+            self.out.display()
+        );
+        Ok(())
+    }
+}
