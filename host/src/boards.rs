@@ -152,7 +152,10 @@ pub enum BoardError {
 pub fn boards_dir() -> PathBuf {
     match std::env::var_os("RELEQ_BOARDS_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("boards"),
+        _ => {
+            let host = Path::new(env!("CARGO_MANIFEST_DIR"));
+            host.parent().unwrap_or(host).join("boards")
+        }
     }
 }
 

@@ -27,6 +27,8 @@ enum Command {
     Run(cmd::run::Run),
     /// Accuracy of a .releq model by the host's integer inference.
     Eval(cmd::eval::Eval),
+    /// Export a checkpoint to an integer .releq model (PTQ, or after QAT).
+    Quantize(cmd::quantize::Quantize),
     /// Train a zoo model in float.
     Train(cmd::train::Train),
     /// Calibrate and fine-tune a checkpoint with fake quantization (QAT).
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::Profile(c) => c.run(),
         Command::Run(c) => c.run(),
         Command::Eval(c) => c.run(),
+        Command::Quantize(c) => c.run(),
         Command::Train(c) => c.run(),
         Command::Finetune(c) => c.run(),
     };

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod finetune;
 pub mod inspect;
 pub mod profile;
+pub mod quantize;
 pub mod run;
 pub mod synth;
 pub mod train;

@@ -60,8 +60,14 @@ impl Default for QemuOptions {
 pub fn firmware_dir() -> PathBuf {
     match std::env::var_os("RELEQ_FIRMWARE_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("firmware"),
+        _ => repo_root().join("firmware"),
     }
+}
+
+/// The repository (the host crate's parent directory).
+fn repo_root() -> &'static Path {
+    let host = Path::new(env!("CARGO_MANIFEST_DIR"));
+    host.parent().unwrap_or(host)
 }
 
 /// Serializes firmware builds within this process (cargo serializes across
@@ -111,7 +117,6 @@ pub fn build_firmware(board: &Board, features: &[String]) -> Result<PathBuf, Lin
         .args(["build", "--release", "--target", &board.target, "--target-dir"])
         .arg(&target_dir)
         .env("RELEQ_BOARD", &board.name)
-        .env("RELEQ_BOARDS_DIR", crate::boards::boards_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -1,0 +1,115 @@
+//! `releq quantize CKPT --wbits .. --abits .. --out MODEL.releq`: export a
+//! float (or QAT) checkpoint to an integer `.releq` model.
+
+use anyhow::Context as _;
+use clap::Parser;
+use releq_host::data::{self, Dataset};
+use releq_host::nn::calib::calibrate;
+use releq_host::nn::qplan::QuantPlan;
+use releq_host::quantize::export;
+use releq_host::train::{self, TrainState};
+use releq_host::zoo::Arch;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Post-training quantization to a .releq file: per-channel symmetric
+/// weights, activations calibrated on training batches, batch norm folded.
+/// For a QAT checkpoint (qat.safetensors with its qat.json), the plan fixed
+/// during fine-tuning is used as is, so the integer model computes what QAT
+/// trained.
+#[derive(Debug, Parser)]
+pub struct Quantize {
+    /// Checkpoint (safetensors) written by `releq train` or `releq finetune`.
+    pub ckpt: PathBuf,
+    /// Weight bits: one value for every weighted layer, or one per layer.
+    #[arg(long, value_delimiter = ',')]
+    pub wbits: Option<Vec<u8>>,
+    /// Activation bits: one value, or one per weighted layer.
+    #[arg(long, value_delimiter = ',')]
+    pub abits: Option<Vec<u8>>,
+    /// Output .releq file.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Model (default: from train.json / qat.json next to the checkpoint).
+    #[arg(long, value_enum)]
+    pub model: Option<Arch>,
+    /// Data set for calibration (default: from train.json).
+    #[arg(long, value_enum)]
+    pub dataset: Option<Dataset>,
+    /// Calibration batches of training images.
+    #[arg(long, default_value_t = 20)]
+    pub calib_batches: usize,
+    /// Calibration batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Data directory (default `$RELEQ_DATA` or `./data`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The part of `qat.json` quantize needs.
+#[derive(Deserialize)]
+struct QatPlan {
+    plan: QuantPlan,
+}
+
+fn sidecar(ckpt: &Path, name: &str) -> PathBuf {
+    ckpt.parent().unwrap_or(Path::new(".")).join(name)
+}
+
+impl Quantize {
+    /// Run the command.
+    pub fn run(self) -> anyhow::Result<()> {
+        let (_vm, net) = train::load_checkpoint(&self.ckpt, self.model)?;
+        let spec = net.spec().clone();
+        let qat = sidecar(&self.ckpt, "qat.json");
+        let plan = if self.ckpt.file_name().is_some_and(|f| f == "qat.safetensors") && qat.is_file() {
+            let q: QatPlan = train::read_json(&qat)?;
+            for (flag, given, planned) in [("wbits", &self.wbits, &q.plan.wbits), ("abits", &self.abits, &q.plan.abits)]
+            {
+                if let Some(g) = given {
+                    let g =
+                        releq_host::nn::qplan::expand_bits(if flag == "wbits" { "wbits" } else { "abits" }, g, &spec)?;
+                    anyhow::ensure!(
+                        &g == planned,
+                        "--{flag} {g:?} differs from the {planned:?} this checkpoint was fine-tuned for ({})",
+                        qat.display()
+                    );
+                }
+            }
+            eprintln!("using the quantization plan fixed during fine-tuning ({})", qat.display());
+            q.plan
+        } else {
+            let state: Option<TrainState> = train::read_json(&sidecar(&self.ckpt, "train.json")).ok();
+            let dataset = self
+                .dataset
+                .or(state.as_ref().map(|s| s.dataset))
+                .context("no train.json next to the checkpoint to tell the calibration data set: give --dataset")?;
+            let seed = state.as_ref().map_or(1, |s| s.seed);
+            let dir = self.data_dir.clone().unwrap_or_else(data::default_data_dir);
+            let split = train::load_split(&dir, dataset, seed, None)?;
+            let n = split.train.len().min(self.calib_batches.max(1) * self.batch.max(1));
+            let calib = train::subset(&split.images, &split.train[..n]);
+            let ranges = calibrate(&net, &calib, self.calib_batches, self.batch)?;
+            let wbits = self.wbits.clone().unwrap_or_else(|| vec![8]);
+            let abits = self.abits.clone().unwrap_or_else(|| vec![8]);
+            QuantPlan::new(&spec, &ranges, &wbits, &abits)?
+        };
+        let owned = export(&spec, &plan, |op| net.folded(op).map_err(|e| e.to_string()))?;
+        let bytes = owned.encode()?;
+        if let Some(d) = self.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        std::fs::write(&self.out, &bytes).with_context(|| format!("cannot write {}", self.out.display()))?;
+        let plan_view = owned.plan()?;
+        println!(
+            "wrote {} ({} bytes flash, {} bytes arena), wbits {:?}, abits {:?}",
+            self.out.display(),
+            bytes.len(),
+            plan_view.arena_bytes,
+            plan.wbits,
+            plan.abits
+        );
+        Ok(())
+    }
+}
