@@ -353,6 +353,29 @@ fn counter_counts_a_known_loop_exactly_m3() {
 }
 
 #[test]
+fn build_failures_are_explained() {
+    // A target that is not installed: the error says how to install it.
+    let mut b = board("qemu-m4");
+    b.target = "thumbv8m.main-none-eabihf".into();
+    let installed = std::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("thumbv8m.main-none-eabihf"))
+        .unwrap_or(true);
+    if !installed {
+        let e = build_firmware(&b, &[]).unwrap_err();
+        assert!(matches!(e, LinkError::TargetMissing { .. }), "{e}");
+        assert!(e.to_string().contains("rustup target add thumbv8m.main-none-eabihf"), "{e}");
+    }
+    // A board the firmware build cannot find: cargo's own words come back.
+    let mut b = board("qemu-m4");
+    b.name = "test-no-such-board".into();
+    let e = build_firmware(&b, &[]).unwrap_err();
+    let LinkError::Build { stderr_tail, .. } = &e else { panic!("{e}") };
+    assert!(stderr_tail.contains("available boards: qemu-m3, qemu-m4, qemu-m7"), "{e}");
+}
+
+#[test]
 fn missing_qemu_says_how_to_install_it() {
     let e = LinkError::QemuMissing.to_string();
     assert!(e.contains("sudo apt-get install qemu-system-arm"), "{e}");

@@ -30,7 +30,14 @@ pub struct Eval {
     /// Data directory (default `$RELEQ_DATA` or `./data`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Evaluate only the first N test images.
+    /// Which split: `test`, or `val` (the 10 % of the training set that
+    /// `releq train` held out with --seed; the search uses only this one).
+    #[arg(long, default_value = "test", value_parser = ["test", "val"])]
+    pub split: String,
+    /// Seed of the validation split (as given to `releq train`).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Evaluate only the first N images.
     #[arg(long)]
     pub count: Option<usize>,
     /// Implementation.
@@ -48,7 +55,12 @@ impl Eval {
         let plan = Plan::from_bytes(&bytes)
             .with_context(|| format!("{} is not a valid .releq model", self.model.display()))?;
         let dir = self.data_dir.clone().unwrap_or_else(data::default_data_dir);
-        let images = data::load(&dir, self.dataset, Split::Test)?;
+        let images = if self.split == "val" {
+            let split = releq_host::train::load_split(&dir, self.dataset, self.seed, None)?;
+            releq_host::train::subset(&split.images, &split.val)
+        } else {
+            data::load(&dir, self.dataset, Split::Test)?
+        };
         check_input(&plan, &images, &self.dataset.to_string())?;
         let count = self.count.unwrap_or(images.len()).min(images.len());
         let started = std::time::Instant::now();
@@ -73,7 +85,7 @@ impl Eval {
         let accuracy = correct as f64 / count.max(1) as f64;
         if self.json {
             let v = serde_json::json!({
-                "model": plan.model.name, "dataset": self.dataset.to_string(), "split": "test",
+                "model": plan.model.name, "dataset": self.dataset.to_string(), "split": self.split,
                 "count": count, "correct": correct, "accuracy": accuracy, "seconds": seconds,
                 "images_per_second": count as f64 / seconds.max(1e-9),
                 "impl": format!("{:?}", self.implementation).to_lowercase(),
@@ -81,10 +93,11 @@ impl Eval {
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             println!(
-                "{}: {:.2} % on {count} {} test images ({correct} correct), integer inference, {:.2} s ({:.0} images/s)",
+                "{}: {:.2} % on {count} {} {} images ({correct} correct), integer inference, {:.2} s ({:.0} images/s)",
                 plan.model.name,
                 accuracy * 100.0,
                 self.dataset,
+                self.split,
                 seconds,
                 count as f64 / seconds.max(1e-9)
             );
