@@ -294,6 +294,8 @@ fn a_hung_device_times_out_and_qemu_is_killed() {
         other => panic!("{other:?}"),
     }
     assert!(t0.elapsed() < Duration::from_secs(5));
+    // The link is out of step now: later requests are refused, not misread.
+    assert!(matches!(dev.info(), Err(LinkError::Desynced { request: "Info" })));
     let pid = dev.pid();
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     drop(dev);

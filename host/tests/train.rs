@@ -45,6 +45,23 @@ fn short_run_learns_and_qat_keeps_accuracy() {
     let out = train::finetune(&vm, &net, &split, &q).unwrap();
     assert_eq!(out.plan.wbits, vec![4; 5]);
     assert!(out.fq_val_acc > 0.85, "4-bit fake-quantized accuracy {}", out.fq_val_acc);
+
+    // The exported integer model computes what fake quantization trained.
+    let model = releq_host::quantize::export(net.spec(), &out.plan, |i| net.folded(i).map_err(|e| e.to_string()));
+    let bytes = model.unwrap().encode().unwrap();
+    let plan = releq_common::validate::Plan::from_bytes(&bytes).unwrap();
+    let mut arena = vec![0i8; plan.arena_bytes];
+    let val = &split.val[..1000];
+    let correct = val
+        .iter()
+        .filter(|&&i| {
+            let input = releq_host::eval::quantize_image(split.images.image(i), &plan.input().quant);
+            releq_host::eval::argmax(plan.run(&mut arena, &input).unwrap()) == split.images.labels[i] as usize
+        })
+        .count();
+    let int_acc = correct as f64 / val.len() as f64;
+    eprintln!("4-bit lenet5: fake-quantized {:.4}, integer {int_acc:.4}", out.fq_val_acc);
+    assert!((int_acc - out.fq_val_acc).abs() <= 0.01, "integer {int_acc} vs fake-quantized {}", out.fq_val_acc);
 }
 
 #[test]

@@ -126,12 +126,24 @@ pub enum LinkError {
     #[error("the device answered: {0}")]
     Device(#[from] DeviceError),
     /// No answer in time.
-    #[error("no answer to {request} within {}s (the device may be stuck; the firmware was built with the `hang` feature?)", after.as_secs_f64())]
+    #[error(
+        "no answer to {request} within {} s: the device is stuck or the work is slower than that (raise the timeout)",
+        after.as_secs_f64()
+    )]
     Timeout {
         /// The request.
         request: &'static str,
         /// How long the host waited.
         after: Duration,
+    },
+    /// An earlier request timed out, so the link cannot tell a late answer
+    /// from the next one: the device must be started again.
+    #[error(
+        "an earlier {request} request timed out; its late answer could be taken for this one's: start the device again"
+    )]
+    Desynced {
+        /// The request that timed out.
+        request: &'static str,
     },
     /// QEMU exited (the firmware panicked or faulted, or QEMU failed to start).
     #[error("QEMU exited ({status}) {when}; last lines of its output:\n{stderr}")]

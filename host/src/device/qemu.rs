@@ -297,6 +297,8 @@ pub struct QemuDevice {
     info: DeviceInfoOwned,
     elf: PathBuf,
     startup: Duration,
+    /// The request that timed out, if one did.
+    timed_out: Option<&'static str>,
     // Dropped after the stream: kills QEMU, then removes the socket's directory.
     qemu: Qemu,
     _dir: tempfile::TempDir,
@@ -394,6 +396,7 @@ impl QemuDevice {
             info,
             elf,
             startup: Duration::ZERO,
+            timed_out: None,
             qemu,
             _dir: dir,
         };
@@ -478,6 +481,9 @@ impl QemuDevice {
     }
 
     fn exchange(&mut self, bytes: &[u8], name: &'static str) -> Result<Reply, LinkError> {
+        if let Some(request) = self.timed_out {
+            return Err(LinkError::Desynced { request });
+        }
         self.drain()?;
         if let Err(e) = self.stream.write_all(bytes) {
             if gone(&e) || !self.qemu.is_running() {
@@ -493,6 +499,7 @@ impl QemuDevice {
                 if !self.qemu.is_running() {
                     return Err(self.qemu.exited(format!("while waiting for the answer to {name}")));
                 }
+                self.timed_out = Some(name);
                 return Err(LinkError::Timeout { request: name, after: self.timeout });
             }
             self.stream.set_read_timeout(Some(deadline - now)).map_err(|e| LinkError::io("socket", e))?;
