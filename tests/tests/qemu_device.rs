@@ -384,3 +384,33 @@ fn missing_qemu_says_how_to_install_it() {
     let e = LinkError::TargetMissing { target: "thumbv6m-none-eabi".into() }.to_string();
     assert!(e.contains("rustup target add thumbv6m-none-eabi"), "{e}");
 }
+
+/// Counts grow with MACs on a layer-size sweep: conv output channels and
+/// dense features doubled step by step; per-MAC cost stays within 2x once the
+/// fixed per-layer work is amortised.
+#[test]
+fn counts_grow_with_macs_on_a_size_sweep() {
+    if !qemu_present() {
+        return;
+    }
+    let mut dev = QemuDevice::start(&board("qemu-m4"), None, &opts()).unwrap();
+    for kind in [SpecKind::Conv2d, SpecKind::Dense] {
+        let mut last = 0u32;
+        let mut per_mac = Vec::new();
+        for out_c in [2u16, 4, 8, 16, 32, 64] {
+            let spec = LayerSpec { kind, out_c, ..conv_spec(8, 8, 8, out_c) };
+            let t = dev.time_layer(&spec, 1).unwrap();
+            let macs = match kind {
+                SpecKind::Conv2d => 8 * 8 * out_c as u64 * 9 * 8,
+                _ => out_c as u64 * 8 * 8 * 8,
+            };
+            assert!(t.min > last, "{kind:?} out_c {out_c}: {} not above {last}", t.min);
+            last = t.min;
+            per_mac.push(t.min as f64 / macs as f64);
+        }
+        let tail = &per_mac[2..];
+        let (lo, hi) = tail.iter().fold((f64::MAX, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
+        eprintln!("{kind:?} per-MAC sweep: {per_mac:.2?}");
+        assert!(hi / lo < 2.0, "{kind:?}: per-MAC cost not proportional: {per_mac:?}");
+    }
+}
