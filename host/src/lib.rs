@@ -17,5 +17,6 @@ pub mod inspect;
 pub mod nn;
 pub mod profile;
 pub mod quantize;
+pub mod search;
 pub mod train;
 pub mod zoo;

@@ -29,6 +29,8 @@ enum Command {
     Eval(cmd::eval::Eval),
     /// Export a checkpoint to an integer .releq model (PTQ, or after QAT).
     Quantize(cmd::quantize::Quantize),
+    /// Search per-layer bitwidths with ReLeQ against latency measured on the device.
+    Search(cmd::search::Search),
     /// Train a zoo model in float.
     Train(cmd::train::Train),
     /// Calibrate and fine-tune a checkpoint with fake quantization (QAT).
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(c) => c.run(),
         Command::Eval(c) => c.run(),
         Command::Quantize(c) => c.run(),
+        Command::Search(c) => c.run(),
         Command::Train(c) => c.run(),
         Command::Finetune(c) => c.run(),
     };

@@ -9,7 +9,8 @@
 //!   `train.json`; the end writes `summary.json` with the float test accuracy.
 //!   On resume Adam's moments start again from zero (they are not saved).
 //! - [`finetune`]: calibrate ([`calibrate`]), build a [`QuantPlan`], train with
-//!   [`Net::forward_fq`] for a number of steps with the plan fixed.
+//!   [`Net::forward_fq`] for a number of steps with the plan fixed (Adam,
+//!   cosine decay of the learning rate).
 //! - [`load_checkpoint`]: a checkpoint checked tensor by tensor against a model.
 
 use crate::data::{self, DataError, Dataset, Images, Split};
@@ -515,7 +516,7 @@ pub struct QatOptions {
     pub abits: Vec<u8>,
     /// Optimisation steps (0: post-training quantization only).
     pub steps: usize,
-    /// Learning rate (constant).
+    /// Peak learning rate (cosine decay to 0 over the steps).
     pub lr: f64,
     /// Batch size (also of calibration).
     pub batch: usize,
@@ -535,7 +536,7 @@ impl Default for QatOptions {
             wbits: vec![8],
             abits: vec![8],
             steps: 300,
-            lr: 1e-4,
+            lr: 5e-4,
             batch: 64,
             calib_batches: 20,
             seed: 1,
@@ -580,6 +581,7 @@ pub fn finetune(vm: &VarMap, net: &Net, split: &DataSplit, o: &QatOptions) -> Re
             order.shuffle(&mut rng(o.seed, round << 32));
         }
         let chunk: Vec<usize> = order.drain(..o.batch.max(1).min(order.len())).collect();
+        opt.set_learning_rate(cosine(o.lr, s, o.steps));
         let (loss, _) = step(net, &mut opt, &split.images, &chunk, Some(&plan))?;
         if !loss.is_finite() {
             pb.abandon();

@@ -8,5 +8,6 @@ pub mod inspect;
 pub mod profile;
 pub mod quantize;
 pub mod run;
+pub mod search;
 pub mod synth;
 pub mod train;

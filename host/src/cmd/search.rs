@@ -1,0 +1,178 @@
+//! `releq search`: choose every layer's bitwidth with ReLeQ's agent against
+//! latency measured on the device.
+
+use super::device_args::DeviceArgs;
+use clap::{Parser, ValueEnum};
+use releq_host::data::{self, Dataset};
+use releq_host::device::QemuOptions;
+use releq_host::search::env::Constraints;
+use releq_host::search::reward::Cost;
+use releq_host::search::strategies::Strategy;
+use releq_host::search::{search, SearchOptions};
+use releq_host::train::{self, TrainState};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What the reward's cost state measures.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CostKind {
+    /// Measured latency and flash relative to all-8-bit (weighted by
+    /// --latency-weight / --flash-weight).
+    Measured,
+    /// The paper's cost: mean weight bits / 8.
+    Bits,
+}
+
+/// Search per-layer bitwidths of a trained model with ReLeQ (a PPO agent with
+/// an LSTM policy) under an asymmetric reward: accuracy on the validation
+/// split by bit-exact integer inference, cost from latency measured layer by
+/// layer on the device (and flash). Writes a run directory with every
+/// episode, the Pareto front (CSV and SVG), the chosen model fine-tuned
+/// (model.releq), and report.md / report.json, including an on-device check
+/// of the final model.
+///
+/// Reward: R = -1 if S_acc < th, else 2 * ((1 - x^0.6) * S_acc^(3 / S_acc) - 0.5),
+/// with S_acc = accuracy / float accuracy, x = cost - cost of the all-lowest-bits
+/// model, cost = w_l * latency/latency_int8 + w_f * flash/flash_int8, and
+/// th = 1 - max-accuracy-loss / float accuracy.
+#[derive(Debug, Parser)]
+pub struct Search {
+    /// Float checkpoint from `releq train` (e.g. runs/lenet5-mnist/last.safetensors).
+    pub ckpt: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Data set (default: from train.json next to the checkpoint).
+    #[arg(long, value_enum)]
+    pub dataset: Option<Dataset>,
+    /// Data directory (default `$RELEQ_DATA` or `./data`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Strategy: the agent, or a baseline on the same budget.
+    #[arg(long, value_enum, default_value = "releq")]
+    pub strategy: Strategy,
+    /// Accuracy evaluations allowed (cached repeats are free).
+    #[arg(long, default_value_t = 300)]
+    pub budget: usize,
+    /// Weight bitwidths to choose from (`2,3,4,5,8` is the paper's set).
+    #[arg(long, value_delimiter = ',', default_value = "2,3,4,5,6,7,8")]
+    pub wbits: Vec<u8>,
+    /// Also choose each layer's activation bits (from the same set).
+    #[arg(long)]
+    pub search_activations: bool,
+    /// Cost kind.
+    #[arg(long, value_enum, default_value = "measured")]
+    pub cost: CostKind,
+    /// Weight of relative measured latency in the cost.
+    #[arg(long, default_value_t = 0.7)]
+    pub latency_weight: f64,
+    /// Weight of relative flash in the cost.
+    #[arg(long, default_value_t = 0.3)]
+    pub flash_weight: f64,
+    /// Largest accuracy loss allowed, percentage points below the float model.
+    #[arg(long, default_value_t = 0.3)]
+    pub max_accuracy_loss: f64,
+    /// Largest whole-model latency allowed (device counts).
+    #[arg(long)]
+    pub max_latency: Option<u64>,
+    /// Largest flash allowed (bytes).
+    #[arg(long)]
+    pub max_flash: Option<u64>,
+    /// Reward threshold on relative accuracy (default from --max-accuracy-loss).
+    #[arg(long)]
+    pub reward_threshold: Option<f64>,
+    /// QAT steps for every evaluated configuration (0: fast PTQ proxy).
+    #[arg(long, default_value_t = 0)]
+    pub finetune_steps: usize,
+    /// QAT steps for the final model.
+    #[arg(long, default_value_t = 300)]
+    pub final_finetune_steps: usize,
+    /// Validation images per evaluation.
+    #[arg(long, default_value_t = 2000)]
+    pub val_images: usize,
+    /// Episodes per PPO update.
+    #[arg(long, default_value_t = 8)]
+    pub episodes_per_update: usize,
+    /// Test images run on the device to verify the final model.
+    #[arg(long, default_value_t = 100)]
+    pub verify: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run directory.
+    #[arg(long, default_value = "runs/search")]
+    pub out: PathBuf,
+    /// Continue the search in --out (nothing measured or evaluated is redone).
+    #[arg(long)]
+    pub resume: bool,
+    /// Latency cache directory (shared by runs; keyed by board and firmware).
+    #[arg(long, env = "RELEQ_CACHE", default_value = "runs/cache")]
+    pub cache_dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Search {
+    /// Run the command.
+    pub fn run(self) -> anyhow::Result<()> {
+        super::train::rerun_with_malloc_tunables()?;
+        let state: Option<TrainState> =
+            train::read_json(&self.ckpt.parent().unwrap_or(std::path::Path::new(".")).join("train.json")).ok();
+        let dataset = match (self.dataset, &state) {
+            (Some(d), _) => d,
+            (None, Some(s)) => s.dataset,
+            (None, None) => anyhow::bail!("no train.json next to the checkpoint: give --dataset"),
+        };
+        for &b in &self.wbits {
+            anyhow::ensure!((2..=8).contains(&b), "--wbits: {b} is outside 2..=8");
+        }
+        anyhow::ensure!(self.wbits.contains(&8), "--wbits must contain 8 (the reference model is all-8-bit)");
+        let board = self.device.board()?;
+        let o = SearchOptions {
+            checkpoint: self.ckpt.clone(),
+            dataset,
+            data_dir: self.data_dir.clone().unwrap_or_else(data::default_data_dir),
+            seed: self.seed,
+            board,
+            qemu: QemuOptions {
+                firmware: self.device.firmware.clone(),
+                timeout: Duration::from_secs(self.device.timeout),
+                verbose: self.device.verbose,
+                features: Vec::new(),
+            },
+            strategy: self.strategy,
+            budget: self.budget,
+            wbits: self.wbits.clone(),
+            search_activations: self.search_activations,
+            cost: match self.cost {
+                CostKind::Measured => Cost::Measured { latency: self.latency_weight, flash: self.flash_weight },
+                CostKind::Bits => Cost::Bits,
+            },
+            reward_threshold: self.reward_threshold,
+            constraints: Constraints {
+                max_accuracy_loss: self.max_accuracy_loss,
+                max_latency: self.max_latency,
+                max_flash: self.max_flash,
+            },
+            calib_batches: 20,
+            val_limit: self.val_images,
+            finetune_steps: self.finetune_steps,
+            final_finetune_steps: self.final_finetune_steps,
+            episodes_per_update: self.episodes_per_update,
+            out: self.out.clone(),
+            cache_dir: self.cache_dir.clone(),
+            resume: self.resume,
+            verify_count: self.verify,
+            progress: !self.json,
+        };
+        let report = search(&o)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", releq_host::search::report::markdown(&report));
+            println!("\nrun directory: {}", self.out.display());
+        }
+        anyhow::ensure!(report.device_mismatches == 0, "the device's outputs differ from the host's");
+        Ok(())
+    }
+}

@@ -1,0 +1,383 @@
+//! `releq search`: per-layer bitwidths chosen by ReLeQ's agent (or a
+//! baseline) against latency measured on the device.
+//!
+//! - [`latency`]: the measured, cached latency table;
+//! - [`oracle`]: validation accuracy by bit-exact integer inference;
+//! - [`reward`]: ReLeQ's asymmetric reward with a measured cost state;
+//! - [`env`]: evaluation records and the agent's state;
+//! - [`agent`]: PPO with an LSTM policy (candle);
+//! - [`strategies`]: releq, random, greedy, exhaustive;
+//! - [`report`]: Pareto front, plot, report.
+//!
+//! A run directory holds `episodes.jsonl` (every evaluation, appended as it
+//! happens), `agent.safetensors`, `pareto.csv`, `pareto.svg`, `model.releq`
+//! (the chosen configuration, fine-tuned), `model-int8.releq`, `report.md`
+//! and `report.json`. `--resume` reads `episodes.jsonl` back, so nothing
+//! measured or evaluated is redone; the latency table lives in a cache
+//! shared by every run on the same board and firmware build.
+
+pub mod agent;
+pub mod env;
+pub mod latency;
+pub mod oracle;
+pub mod report;
+pub mod reward;
+pub mod strategies;
+
+use crate::boards::Board;
+use crate::data::{self, Dataset, Split};
+use crate::device::{Device, QemuDevice, QemuOptions};
+use crate::eval::{argmax, quantize_image};
+use crate::train::{self, QatOptions};
+use env::{Constraints, Env, Record};
+use indicatif::{ProgressBar, ProgressStyle};
+use latency::LatencyTable;
+use oracle::{accuracy_of, Oracle, OracleOptions};
+use report::{LayerRow, Report};
+use reward::{Cost, RewardParams};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use strategies::Strategy;
+
+/// Everything a search needs.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    /// Float checkpoint (from `releq train`).
+    pub checkpoint: PathBuf,
+    /// Data set.
+    pub dataset: Dataset,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Seed of the agent / random search (the validation split uses the
+    /// training run's seed).
+    pub seed: u64,
+    /// Board.
+    pub board: Board,
+    /// How to start the device.
+    pub qemu: QemuOptions,
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Accuracy evaluations allowed.
+    pub budget: usize,
+    /// Weight bits to choose from.
+    pub wbits: Vec<u8>,
+    /// Also choose activation bits (from the same set).
+    pub search_activations: bool,
+    /// Cost.
+    pub cost: Cost,
+    /// Override of the reward threshold.
+    pub reward_threshold: Option<f64>,
+    /// Constraints.
+    pub constraints: Constraints,
+    /// Calibration batches.
+    pub calib_batches: usize,
+    /// Validation images per evaluation.
+    pub val_limit: usize,
+    /// QAT steps inside the oracle (0: PTQ proxy).
+    pub finetune_steps: usize,
+    /// QAT steps for the final model.
+    pub final_finetune_steps: usize,
+    /// Episodes per PPO update.
+    pub episodes_per_update: usize,
+    /// Run directory.
+    pub out: PathBuf,
+    /// Latency cache directory.
+    pub cache_dir: PathBuf,
+    /// Continue the run in `out`.
+    pub resume: bool,
+    /// Test images run on the device to verify the final model.
+    pub verify_count: usize,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// Device.
+    #[error(transparent)]
+    Link(#[from] crate::device::LinkError),
+    /// Environment.
+    #[error(transparent)]
+    Env(#[from] env::EnvError),
+    /// Strategy.
+    #[error(transparent)]
+    Strategy(#[from] strategies::StrategyError),
+    /// Oracle.
+    #[error(transparent)]
+    Oracle(#[from] oracle::OracleError),
+    /// Training side.
+    #[error(transparent)]
+    Train(#[from] train::TrainError),
+    /// Data.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    /// Latency table.
+    #[error(transparent)]
+    Latency(#[from] latency::LatencyError),
+    /// Files of the run directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Error.
+        source: std::io::Error,
+    },
+    /// A corrupt line in a resumed log.
+    #[error("{path} line {line}: {source} (the run log is corrupt; remove the line or start a new run)")]
+    Log {
+        /// File.
+        path: PathBuf,
+        /// Line (1-based).
+        line: usize,
+        /// Error.
+        source: serde_json::Error,
+    },
+    /// A run directory that exists without --resume.
+    #[error("{0} already holds a search; pass --resume to continue it or choose another --out")]
+    Exists(PathBuf),
+    /// Plotting.
+    #[error("plot: {0}")]
+    Plot(String),
+    /// Inference.
+    #[error(transparent)]
+    Run(#[from] releq_common::runtime::RunError),
+    /// Model building.
+    #[error(transparent)]
+    Build(#[from] releq_common::builder::BuildError),
+    /// Export.
+    #[error(transparent)]
+    Export(#[from] crate::quantize::ExportError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SearchError + '_ {
+    move |source| SearchError::Io { path: path.into(), source }
+}
+
+/// Read a run's `episodes.jsonl`.
+pub fn read_log(path: &Path) -> Result<Vec<Record>, SearchError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|source| SearchError::Log { path: path.into(), line: i + 1, source })
+        })
+        .collect()
+}
+
+/// The chosen record: best reward among the feasible ones (or overall if
+/// none is feasible).
+pub fn choose(records: &[Record]) -> Option<&Record> {
+    fn best<'r>(it: impl Iterator<Item = &'r Record>) -> Option<&'r Record> {
+        it.max_by(|a, b| a.reward.total_cmp(&b.reward).then(b.latency.cmp(&a.latency)))
+    }
+    best(records.iter().filter(|r| r.feasible)).or_else(|| best(records.iter()))
+}
+
+/// Run a whole search and write the run directory.
+pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
+    let started = std::time::Instant::now();
+    let log_path = o.out.join("episodes.jsonl");
+    if log_path.exists() && !o.resume {
+        return Err(SearchError::Exists(o.out.clone()));
+    }
+    std::fs::create_dir_all(&o.out).map_err(io(&o.out))?;
+    let state: Option<train::TrainState> =
+        train::read_json(&o.checkpoint.parent().unwrap_or(Path::new(".")).join("train.json")).ok();
+    let split_seed = state.as_ref().map_or(o.seed, |s| s.seed);
+    let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
+    let oracle = Oracle::new(
+        split,
+        OracleOptions {
+            checkpoint: o.checkpoint.clone(),
+            calib_batches: o.calib_batches,
+            val_limit: o.val_limit,
+            finetune_steps: o.finetune_steps,
+        },
+    )?;
+    let float_val = oracle.float_acc;
+    let mut dev = QemuDevice::start(&o.board, None, &o.qemu)?;
+    let info = dev.info()?;
+    let unit = info.counter.name().to_string();
+    let table = LatencyTable::open(&o.cache_dir, &o.board.name, &info.firmware, &unit)?;
+    let params = match o.reward_threshold {
+        Some(th) => RewardParams { th, ..RewardParams::for_max_loss(o.constraints.max_accuracy_loss, float_val) },
+        None => RewardParams::for_max_loss(o.constraints.max_accuracy_loss, float_val),
+    };
+    let aset = if o.search_activations { o.wbits.clone() } else { vec![8] };
+    let mut env = Env::new(oracle, table, &mut dev, o.cost, params, o.constraints, o.wbits.clone(), aset, o.progress)?;
+
+    // Resume: everything evaluated before is known; the budget counts it.
+    let mut first_episode = 0;
+    if log_path.exists() {
+        let old = read_log(&log_path)?;
+        for r in &old {
+            env.oracle.insert(&r.wbits, &r.abits, r.val_accuracy);
+            first_episode = first_episode.max(r.episode + 1);
+        }
+        env.oracle.computed = old.iter().filter(|r| r.new).count();
+        env.records = old;
+    }
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
+    let bar = if o.progress { ProgressBar::new(o.budget as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} {bar:25} {pos}/{len} evaluations {msg} [{elapsed} < {eta}]")
+            .expect("valid template"),
+    );
+    bar.set_prefix(format!("{:?}", o.strategy).to_lowercase());
+    bar.set_position(env.oracle.computed as u64);
+    let mut write_err = None;
+    let mut on_record = |r: &Record, env: &Env<'_>| {
+        if let Err(e) = writeln!(log, "{}", serde_json::to_string(r).expect("records serialize")) {
+            write_err.get_or_insert(e);
+        }
+        bar.set_position(env.oracle.computed as u64);
+        if let Some(b) = choose(&env.records) {
+            bar.set_message(format!(
+                "ep {} | best reward {:.3}: acc {:.2}% latency x{:.2} flash x{:.2}",
+                r.episode,
+                b.reward,
+                b.val_accuracy * 100.0,
+                b.latency_rel,
+                b.flash_rel
+            ));
+        }
+    };
+    strategies::run(
+        o.strategy,
+        &mut env,
+        o.budget,
+        o.seed,
+        o.episodes_per_update,
+        &o.out.join("agent.safetensors"),
+        first_episode,
+        &mut on_record,
+    )?;
+    bar.finish_and_clear();
+    if let Some(e) = write_err {
+        return Err(SearchError::Io { path: log_path, source: e });
+    }
+
+    let records = env.records.clone();
+    let chosen = choose(&records).cloned().expect("a search evaluates at least one configuration");
+    let l = env.layers();
+    let int8 = match records.iter().find(|r| r.wbits.iter().all(|&b| b == 8) && r.abits.iter().all(|&b| b == 8)) {
+        Some(r) => r.clone(),
+        None => env.evaluate(&vec![8; l], &vec![8; l], usize::MAX, "reference")?,
+    };
+    let front = report::pareto(&records);
+    report::write_csv(&o.out.join("pareto.csv"), &front).map_err(io(&o.out))?;
+    report::plot(&o.out.join("pareto.svg"), &records, &front, &chosen, &int8, &unit).map_err(SearchError::Plot)?;
+    let evaluations = env.oracle.computed;
+    let predicted = chosen.latency;
+
+    // The final model: the chosen bits, fine-tuned; and the int8 reference.
+    let spec = env.oracle.spec().clone();
+    let (final_model, _) = if o.final_finetune_steps > 0 {
+        let (vm, net) = train::load_checkpoint(&o.checkpoint, None)?;
+        let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
+        let q = QatOptions {
+            wbits: chosen.wbits.clone(),
+            abits: chosen.abits.clone(),
+            steps: o.final_finetune_steps,
+            calib_batches: o.calib_batches,
+            val_limit: Some(64),
+            progress: o.progress,
+            ..QatOptions::default()
+        };
+        let out = train::finetune(&vm, &net, &split, &q)?;
+        let m = crate::quantize::export(&spec, &out.plan, |op| net.folded(op).map_err(|e| e.to_string()))?;
+        (m, out.plan)
+    } else {
+        env.oracle.model(&chosen.wbits, &chosen.abits)?
+    };
+    let (int8_model, _) = env.oracle.model(&vec![8; l], &vec![8; l])?;
+    drop(env);
+    drop(dev);
+    let model_path = o.out.join("model.releq");
+    let int8_path = o.out.join("model-int8.releq");
+    let bytes = final_model.encode()?;
+    std::fs::write(&model_path, &bytes).map_err(io(&model_path))?;
+    let int8_bytes = int8_model.encode()?;
+    std::fs::write(&int8_path, &int8_bytes).map_err(io(&int8_path))?;
+
+    // Accuracies: validation and test by integer inference; float test by candle.
+    let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
+    let val = train::subset(&split.images, &split.val);
+    let test = data::load(&o.data_dir, o.dataset, Split::Test)?;
+    let val_accuracy = accuracy_of(&final_model, &val)?;
+    let test_accuracy = accuracy_of(&final_model, &test)?;
+    let (_vm, net) = train::load_checkpoint(&o.checkpoint, None)?;
+    let all: Vec<usize> = (0..test.len()).collect();
+    let float_test_accuracy = train::accuracy(&net, &test, &all, 256, None)?;
+    let float_val_accuracy = train::accuracy(&net, &split.images, &split.val, 256, None)?;
+
+    // Device verification and whole-model latency, measured.
+    let plan = final_model.plan()?;
+    let mut dev = QemuDevice::start(&o.board, Some(&model_path), &o.qemu)?;
+    let mut arena = vec![0i8; plan.arena_bytes];
+    let (mut mismatches, mut counts) = (0, Vec::new());
+    let checked = o.verify_count.min(test.len());
+    for i in 0..checked {
+        let input = quantize_image(test.image(i), &plan.input().quant);
+        let host = plan.run(&mut arena, &input)?.to_vec();
+        let out = dev.run(&input)?;
+        mismatches += usize::from(out.output != host);
+        let _ = argmax(&out.output);
+        if i == 0 {
+            counts = out.counts;
+        }
+    }
+    drop(dev);
+    let int8_plan = int8_model.plan()?;
+    let mut dev8 = QemuDevice::start(&o.board, Some(&int8_path), &o.qemu)?;
+    let input = quantize_image(test.image(0), &int8_plan.input().quant);
+    let latency_int8: u64 = dev8.run(&input)?.counts.iter().map(|&c| c as u64).sum();
+    drop(dev8);
+
+    let latency_total: u64 = counts.iter().map(|&c| c as u64).sum();
+    let layers = plan
+        .model
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| LayerRow {
+            index: i,
+            kind: layer.kind().into(),
+            wbits: layer.weights().map(|w| w.bits),
+            abits: plan.tensors[i + 1].quant.bits,
+            latency: counts.get(i).copied().unwrap_or(0) as u64,
+            flash_bytes: plan.layer_stats(i).param_bytes,
+        })
+        .collect();
+    let report = Report {
+        model: spec.name.clone(),
+        board: o.board.name.clone(),
+        strategy: format!("{:?}", o.strategy).to_lowercase(),
+        latency_unit: unit,
+        wbits: chosen.wbits.clone(),
+        abits: chosen.abits.clone(),
+        layers,
+        latency_total,
+        latency_predicted: predicted,
+        latency_int8,
+        speedup_vs_int8: latency_int8 as f64 / latency_total.max(1) as f64,
+        flash_bytes: bytes.len() as u64,
+        flash_int8_bytes: int8_bytes.len() as u64,
+        flash_ratio: bytes.len() as f64 / int8_bytes.len().max(1) as f64,
+        val_accuracy,
+        test_accuracy,
+        float_test_accuracy,
+        float_val_accuracy,
+        device_mismatches: mismatches,
+        device_checked: checked,
+        evaluations,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let p = o.out.join("report.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&report).expect("serializes")).map_err(io(&p))?;
+    let p = o.out.join("report.md");
+    std::fs::write(&p, report::markdown(&report)).map_err(io(&p))?;
+    Ok(report)
+}

@@ -1,0 +1,260 @@
+//! Search outputs: the Pareto front of accuracy against measured latency
+//! (CSV and an SVG plot marking the chosen point and the all-8-bit model),
+//! and the final report (Markdown and JSON).
+
+use super::env::Record;
+use plotters::prelude::*;
+use serde::Serialize;
+use std::path::Path;
+
+/// Records not dominated in (higher validation accuracy, lower latency),
+/// sorted by latency.
+pub fn pareto(records: &[Record]) -> Vec<Record> {
+    let mut uniq: Vec<&Record> = Vec::new();
+    for r in records {
+        if !uniq.iter().any(|u| u.wbits == r.wbits && u.abits == r.abits) {
+            uniq.push(r);
+        }
+    }
+    let mut front: Vec<Record> = uniq
+        .iter()
+        .filter(|r| {
+            !uniq.iter().any(|o| {
+                (o.val_accuracy >= r.val_accuracy && o.latency <= r.latency)
+                    && (o.val_accuracy > r.val_accuracy || o.latency < r.latency)
+            })
+        })
+        .map(|r| (*r).clone())
+        .collect();
+    front.sort_by_key(|r| r.latency);
+    front
+}
+
+/// Write the front as CSV.
+pub fn write_csv(path: &Path, front: &[Record]) -> std::io::Result<()> {
+    let mut s = String::from("wbits,abits,val_accuracy,latency,latency_rel,flash_bytes,flash_rel,reward,feasible\n");
+    for r in front {
+        let bits = |b: &[u8]| b.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ");
+        s.push_str(&format!(
+            "{},{},{:.5},{},{:.4},{},{:.4},{:.5},{}\n",
+            bits(&r.wbits),
+            bits(&r.abits),
+            r.val_accuracy,
+            r.latency,
+            r.latency_rel,
+            r.flash_bytes,
+            r.flash_rel,
+            r.reward,
+            r.feasible
+        ));
+    }
+    std::fs::write(path, s)
+}
+
+/// Plot every evaluation, the front, the chosen point and all-8-bit.
+pub fn plot(
+    path: &Path,
+    all: &[Record],
+    front: &[Record],
+    chosen: &Record,
+    int8: &Record,
+    unit: &str,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<std::io::Error>| e.to_string();
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(e)?;
+    let xmax = all.iter().map(|r| r.latency).max().unwrap_or(1) as f64 * 1.05;
+    let ymin = all.iter().map(|r| r.val_accuracy).fold(1.0, f64::min).max(0.0) * 100.0 - 0.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("accuracy vs measured latency", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..xmax, ymin..100.0)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc(format!("latency ({unit}, measured on the device)"))
+        .y_desc("validation accuracy (%)")
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(
+            all.iter().map(|r| Circle::new((r.latency as f64, r.val_accuracy * 100.0), 2, BLUE.mix(0.3).filled())),
+        )
+        .map_err(e)?
+        .label("evaluated")
+        .legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
+    chart
+        .draw_series(LineSeries::new(front.iter().map(|r| (r.latency as f64, r.val_accuracy * 100.0)), &BLACK))
+        .map_err(e)?
+        .label("Pareto front")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
+    chart
+        .draw_series([Cross::new((int8.latency as f64, int8.val_accuracy * 100.0), 7, RED.stroke_width(2))])
+        .map_err(e)?
+        .label("all 8-bit")
+        .legend(|(x, y)| Cross::new((x, y), 5, RED));
+    chart
+        .draw_series([TriangleMarker::new((chosen.latency as f64, chosen.val_accuracy * 100.0), 9, GREEN.filled())])
+        .map_err(e)?
+        .label("chosen")
+        .legend(|(x, y)| TriangleMarker::new((x, y), 6, GREEN.filled()));
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(e)?;
+    root.present().map_err(e)
+}
+
+/// Per-layer row of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRow {
+    /// Layer index in the .releq model.
+    pub index: usize,
+    /// Kind.
+    pub kind: String,
+    /// Weight bits (weighted layers).
+    pub wbits: Option<u8>,
+    /// Activation bits of the output.
+    pub abits: u8,
+    /// Measured count on the device (final run).
+    pub latency: u64,
+    /// Parameter bytes.
+    pub flash_bytes: usize,
+}
+
+/// `report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Model.
+    pub model: String,
+    /// Board.
+    pub board: String,
+    /// Strategy.
+    pub strategy: String,
+    /// Unit of latencies.
+    pub latency_unit: String,
+    /// Per-layer weight bits (weighted layers).
+    pub wbits: Vec<u8>,
+    /// Per-layer activation bits (weighted layers).
+    pub abits: Vec<u8>,
+    /// Per-layer rows.
+    pub layers: Vec<LayerRow>,
+    /// Measured whole-model latency of the chosen model on the device.
+    pub latency_total: u64,
+    /// The table's prediction for it.
+    pub latency_predicted: u64,
+    /// Measured latency of the all-8-bit model on the same firmware.
+    pub latency_int8: u64,
+    /// `latency_int8 / latency_total`.
+    pub speedup_vs_int8: f64,
+    /// Flash of the chosen model (its .releq file).
+    pub flash_bytes: u64,
+    /// Flash of the all-8-bit model.
+    pub flash_int8_bytes: u64,
+    /// `flash_bytes / flash_int8_bytes`.
+    pub flash_ratio: f64,
+    /// Validation accuracy (integer inference).
+    pub val_accuracy: f64,
+    /// Test accuracy (integer inference).
+    pub test_accuracy: f64,
+    /// Float model's test accuracy.
+    pub float_test_accuracy: f64,
+    /// Float model's validation accuracy.
+    pub float_val_accuracy: f64,
+    /// Test images whose device output differed from the host's.
+    pub device_mismatches: usize,
+    /// Test images run on the device for verification.
+    pub device_checked: usize,
+    /// Accuracy evaluations computed.
+    pub evaluations: usize,
+    /// Wall time of the search, seconds.
+    pub seconds: f64,
+}
+
+/// Render the report as Markdown.
+pub fn markdown(r: &Report) -> String {
+    let mut s = format!(
+        "# releq search: {} on {}\n\nStrategy `{}`; latencies in **{}** measured on the device{}.\n\n",
+        r.model,
+        r.board,
+        r.strategy,
+        r.latency_unit,
+        if r.latency_unit == "instructions" { " (QEMU counts executed instructions, not cycles)" } else { "" }
+    );
+    s.push_str("| layer | kind | wbits | abits | measured latency | flash bytes |\n| --- | --- | ---: | ---: | ---: | ---: |\n");
+    for l in &r.layers {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            l.index,
+            l.kind,
+            l.wbits.map_or("-".into(), |b| b.to_string()),
+            l.abits,
+            l.latency,
+            l.flash_bytes
+        ));
+    }
+    s.push_str(&format!(
+        "\n| | chosen | all 8-bit | ratio |\n| --- | ---: | ---: | ---: |\n\
+         | latency (measured) | {} | {} | {:.2}x faster |\n| flash bytes | {} | {} | {:.3} |\n\n",
+        r.latency_total, r.latency_int8, r.speedup_vs_int8, r.flash_bytes, r.flash_int8_bytes, r.flash_ratio
+    ));
+    s.push_str(&format!(
+        "- validation accuracy {:.2} % (float {:.2} %)\n- test accuracy {:.2} % (float {:.2} %)\n\
+         - table prediction {} vs measured {} {}\n- device check: {} test images, {} mismatches with the host\n\
+         - {} accuracy evaluations, {:.0} s\n",
+        r.val_accuracy * 100.0,
+        r.float_val_accuracy * 100.0,
+        r.test_accuracy * 100.0,
+        r.float_test_accuracy * 100.0,
+        r.latency_predicted,
+        r.latency_total,
+        r.latency_unit,
+        r.device_checked,
+        r.device_mismatches,
+        r.evaluations,
+        r.seconds
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(acc: f64, lat: u64, w: u8) -> Record {
+        Record {
+            step: 0,
+            episode: 0,
+            strategy: "t".into(),
+            wbits: vec![w],
+            abits: vec![8],
+            val_accuracy: acc,
+            accuracy_loss_pp: 0.0,
+            latency: lat,
+            latency_rel: 1.0,
+            flash_bytes: 1,
+            flash_rel: 1.0,
+            cost: 1.0,
+            reward: 0.0,
+            feasible: true,
+            new: true,
+        }
+    }
+
+    #[test]
+    fn pareto_keeps_only_non_dominated() {
+        let rs = [rec(0.99, 100, 8), rec(0.98, 50, 4), rec(0.97, 60, 3), rec(0.95, 40, 2), rec(0.99, 100, 8)];
+        let f = pareto(&rs);
+        let lat: Vec<u64> = f.iter().map(|r| r.latency).collect();
+        assert_eq!(lat, vec![40, 50, 100]);
+    }
+
+    #[test]
+    fn plot_writes_an_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = [rec(0.99, 100, 8), rec(0.98, 50, 4)];
+        let p = dir.path().join("p.svg");
+        plot(&p, &rs, &pareto(&rs), &rs[1], &rs[0], "instructions").unwrap();
+        let svg = std::fs::read_to_string(&p).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("Pareto front"));
+    }
+}

@@ -1,0 +1,186 @@
+//! The search strategies, all on the same oracle, cost and reward, and the
+//! same budget of accuracy evaluations (an evaluation the oracle's cache
+//! answers is free):
+//!
+//! - `releq`: the PPO agent with an LSTM policy; an episode is a pass over
+//!   the weighted layers choosing each one's bits, rewarded at its end with
+//!   the configuration's reward (intermediate steps get 0; with gamma 0.9 and
+//!   GAE lambda 1 the return reaches every step). Updates every
+//!   `episodes_per_update` episodes.
+//! - `random`: uniformly random configurations.
+//! - `greedy`: from all-8-bit, repeatedly take the single one-step lowering
+//!   of one layer's bits that raises the reward most; stop when none does.
+//! - `exhaustive`: every configuration (only when the space is small).
+
+use super::agent::{Episode, PpoAgent, PpoConfig};
+use super::env::{Env, EnvError, Record};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+
+/// Which strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// The ReLeQ agent.
+    Releq,
+    /// Random search.
+    Random,
+    /// Greedy lowering.
+    Greedy,
+    /// All configurations.
+    Exhaustive,
+}
+
+/// Errors of a strategy.
+#[derive(Debug, thiserror::Error)]
+pub enum StrategyError {
+    /// The environment failed.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// The agent failed.
+    #[error("agent: {0}")]
+    Agent(#[from] candle_core::Error),
+    /// Exhaustive search over too large a space.
+    #[error("exhaustive search over {0} configurations is too large (limit 20,000); use releq, random or greedy")]
+    TooLarge(u64),
+}
+
+/// Largest space `exhaustive` accepts.
+pub const EXHAUSTIVE_LIMIT: u64 = 20_000;
+
+/// Callback after every evaluation (progress, logging).
+pub type OnRecord<'a> = dyn FnMut(&Record, &Env<'_>) + 'a;
+
+fn done(env: &Env<'_>, budget: usize) -> bool {
+    env.oracle.computed >= budget
+}
+
+/// Run `strategy` until `budget` new evaluations (or the space is exhausted).
+/// `agent_path` keeps the agent's parameters for resuming.
+pub fn run(
+    strategy: Strategy,
+    env: &mut Env<'_>,
+    budget: usize,
+    seed: u64,
+    episodes_per_update: usize,
+    agent_path: &Path,
+    first_episode: usize,
+    on_record: &mut OnRecord<'_>,
+) -> Result<(), StrategyError> {
+    let l = env.layers();
+    let aset8 = |env: &Env<'_>| vec![*env.aset.last().unwrap_or(&8); l];
+    match strategy {
+        Strategy::Random => {
+            let mut ep = first_episode;
+            let mut misses = 0;
+            while !done(env, budget) && misses < 100 * budget.max(1) {
+                let mut rng = StdRng::seed_from_u64(seed ^ (ep as u64).wrapping_mul(0x9E37_79B9));
+                let (w, a): (Vec<u8>, Vec<u8>) =
+                    (0..l).map(|_| env.action_bits(rng.gen_range(0..env.actions()))).unzip();
+                let r = env.evaluate(&w, &a, ep, "random")?;
+                misses += usize::from(!r.new);
+                on_record(&r, env);
+                ep += 1;
+            }
+        }
+        Strategy::Greedy => {
+            let mut w = vec![*env.wset.iter().max().unwrap_or(&8); l];
+            let a = aset8(env);
+            let mut best = env.evaluate(&w, &a, first_episode, "greedy")?;
+            on_record(&best, env);
+            let mut ep = first_episode + 1;
+            loop {
+                let mut round_best: Option<Record> = None;
+                for j in 0..l {
+                    let lower = env.wset.iter().copied().filter(|&b| b < w[j]).max();
+                    let Some(b) = lower else { continue };
+                    if done(env, budget) {
+                        break;
+                    }
+                    let mut c = w.clone();
+                    c[j] = b;
+                    let r = env.evaluate(&c, &a, ep, "greedy")?;
+                    on_record(&r, env);
+                    if r.reward > round_best.as_ref().map_or(f64::MIN, |x| x.reward) {
+                        round_best = Some(r);
+                    }
+                }
+                ep += 1;
+                match round_best {
+                    Some(r) if r.reward > best.reward => {
+                        w = r.wbits.clone();
+                        best = r;
+                    }
+                    _ => break,
+                }
+                if done(env, budget) {
+                    break;
+                }
+            }
+        }
+        Strategy::Exhaustive => {
+            let n = (env.actions() as u64).saturating_pow(l as u32);
+            if n > EXHAUSTIVE_LIMIT {
+                return Err(StrategyError::TooLarge(n));
+            }
+            for idx in 0..n {
+                let mut rest = idx;
+                let (w, a): (Vec<u8>, Vec<u8>) = (0..l)
+                    .map(|_| {
+                        let x = (rest % env.actions() as u64) as usize;
+                        rest /= env.actions() as u64;
+                        env.action_bits(x)
+                    })
+                    .unzip();
+                if env.oracle.known(&w, &a).is_some() && idx < first_episode as u64 {
+                    continue;
+                }
+                let r = env.evaluate(&w, &a, idx as usize, "exhaustive")?;
+                on_record(&r, env);
+            }
+        }
+        Strategy::Releq => {
+            let cfg = PpoConfig::default();
+            let mut agent = PpoAgent::new(env.state_dim(), env.actions(), cfg, seed)?;
+            if agent_path.is_file() {
+                agent.load(agent_path)?;
+            }
+            let mut batch: Vec<Episode> = Vec::new();
+            let mut ep = first_episode;
+            let mut stale = 0;
+            while !done(env, budget) && stale < 50 * budget.max(1) {
+                agent.begin();
+                let mut w = vec![*env.wset.iter().max().unwrap_or(&8); l];
+                let mut a = aset8(env);
+                let mut e = Episode { states: vec![], actions: vec![], logps: vec![], values: vec![], rewards: vec![] };
+                for j in 0..l {
+                    let s = env.state(j, &w, &a)?;
+                    let (act, logp, v) = agent.act(&s, false)?;
+                    (w[j], a[j]) = env.action_bits(act);
+                    e.states.push(s);
+                    e.actions.push(act);
+                    e.logps.push(logp);
+                    e.values.push(v);
+                    e.rewards.push(0.0);
+                }
+                let r = env.evaluate(&w, &a, ep, "releq")?;
+                stale += usize::from(!r.new);
+                *e.rewards.last_mut().expect("at least one layer") = r.reward as f32;
+                on_record(&r, env);
+                batch.push(e);
+                ep += 1;
+                if batch.len() >= episodes_per_update.max(1) {
+                    agent.update(&batch)?;
+                    batch.clear();
+                    agent.save(agent_path)?;
+                }
+            }
+            if !batch.is_empty() {
+                agent.update(&batch)?;
+            }
+            agent.save(agent_path)?;
+        }
+    }
+    Ok(())
+}
