@@ -10,7 +10,7 @@
 //!   On resume Adam's moments start again from zero (they are not saved).
 //! - [`finetune`]: calibrate ([`calibrate`]), build a [`QuantPlan`], train with
 //!   [`Net::forward_fq`] for a number of steps with the plan fixed (Adam,
-//!   cosine decay of the learning rate).
+//!   constant learning rate).
 //! - [`load_checkpoint`]: a checkpoint checked tensor by tensor against a model.
 
 use crate::data::{self, DataError, Dataset, Images, Split};
@@ -516,7 +516,7 @@ pub struct QatOptions {
     pub abits: Vec<u8>,
     /// Optimisation steps (0: post-training quantization only).
     pub steps: usize,
-    /// Peak learning rate (cosine decay to 0 over the steps).
+    /// Learning rate (constant).
     pub lr: f64,
     /// Batch size (also of calibration).
     pub batch: usize,
@@ -581,7 +581,6 @@ pub fn finetune(vm: &VarMap, net: &Net, split: &DataSplit, o: &QatOptions) -> Re
             order.shuffle(&mut rng(o.seed, round << 32));
         }
         let chunk: Vec<usize> = order.drain(..o.batch.max(1).min(order.len())).collect();
-        opt.set_learning_rate(cosine(o.lr, s, o.steps));
         let (loss, _) = step(net, &mut opt, &split.images, &chunk, Some(&plan))?;
         if !loss.is_finite() {
             pb.abandon();

@@ -31,7 +31,7 @@ pub struct Finetune {
     /// Fine-tuning steps (0: calibrate and evaluate only).
     #[arg(long, default_value_t = 300)]
     pub steps: usize,
-    /// Peak learning rate (Adam, cosine decay to 0 over the steps).
+    /// Learning rate (Adam, constant).
     #[arg(long, default_value_t = 5e-4)]
     pub lr: f64,
     /// Batch size.

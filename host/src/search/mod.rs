@@ -229,7 +229,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     bar.set_position(env.oracle.computed as u64);
     let mut write_err = None;
     let mut on_record = |r: &Record, env: &Env<'_>| {
-        if let Err(e) = writeln!(log, "{}", serde_json::to_string(r).expect("records serialize")) {
+        if let Err(e) = writeln!(&log, "{}", serde_json::to_string(r).expect("records serialize")) {
             write_err.get_or_insert(e);
         }
         bar.set_position(env.oracle.computed as u64);
@@ -264,8 +264,16 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     let l = env.layers();
     let int8 = match records.iter().find(|r| r.wbits.iter().all(|&b| b == 8) && r.abits.iter().all(|&b| b == 8)) {
         Some(r) => r.clone(),
-        None => env.evaluate(&vec![8; l], &vec![8; l], usize::MAX, "reference")?,
+        None => {
+            let r = env.evaluate(&vec![8; l], &vec![8; l], first_episode.max(records.len()), "reference")?;
+            let line = serde_json::to_string(&r).expect("records serialize");
+            writeln!(log, "{line}").map_err(io(&log_path))?;
+            r
+        }
     };
+    let records = env.records.clone();
+    let table_measured_now = env.table.measured_now();
+    let table_entries = env.table.entries.len();
     let front = report::pareto(&records);
     report::write_csv(&o.out.join("pareto.csv"), &front).map_err(io(&o.out))?;
     report::plot(&o.out.join("pareto.svg"), &records, &front, &chosen, &int8, &unit).map_err(SearchError::Plot)?;
@@ -373,6 +381,8 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         device_mismatches: mismatches,
         device_checked: checked,
         evaluations,
+        table_entries,
+        table_measured_now,
         seconds: started.elapsed().as_secs_f64(),
     };
     let p = o.out.join("report.json");

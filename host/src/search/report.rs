@@ -166,6 +166,10 @@ pub struct Report {
     pub device_checked: usize,
     /// Accuracy evaluations computed.
     pub evaluations: usize,
+    /// Entries in the latency table.
+    pub table_entries: usize,
+    /// Entries this run measured on the device (the rest came from the cache).
+    pub table_measured_now: usize,
     /// Wall time of the search, seconds.
     pub seconds: f64,
 }
@@ -200,7 +204,7 @@ pub fn markdown(r: &Report) -> String {
     s.push_str(&format!(
         "- validation accuracy {:.2} % (float {:.2} %)\n- test accuracy {:.2} % (float {:.2} %)\n\
          - table prediction {} vs measured {} {}\n- device check: {} test images, {} mismatches with the host\n\
-         - {} accuracy evaluations, {:.0} s\n",
+         - {} accuracy evaluations; latency table of {} entries, {} measured by this run; {:.0} s\n",
         r.val_accuracy * 100.0,
         r.float_val_accuracy * 100.0,
         r.test_accuracy * 100.0,
@@ -211,6 +215,8 @@ pub fn markdown(r: &Report) -> String {
         r.device_checked,
         r.device_mismatches,
         r.evaluations,
+        r.table_entries,
+        r.table_measured_now,
         r.seconds
     ));
     s
