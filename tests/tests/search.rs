@@ -69,7 +69,9 @@ fn tiny_search_end_to_end() {
     // The agent: outputs, budget, bit-exact device check.
     let out = dir.path().join("releq");
     let report = search(&options(&ckpt, &data, &out, &cache, Strategy::Releq, 6)).unwrap();
-    for f in ["episodes.jsonl", "pareto.csv", "pareto.svg", "model.releq", "model-int8.releq", "report.md", "report.json"] {
+    for f in
+        ["episodes.jsonl", "pareto.csv", "pareto.svg", "model.releq", "model-int8.releq", "report.md", "report.json"]
+    {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     assert_eq!(report.device_mismatches, 0);
@@ -79,9 +81,22 @@ fn tiny_search_end_to_end() {
     // The table's prediction is the sum of the layers timed alone.
     let err = (report.latency_predicted as f64 - report.latency_total as f64).abs() / report.latency_total as f64;
     assert!(err < 0.01, "prediction {} vs measured {}", report.latency_predicted, report.latency_total);
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    for key in ["wbits", "abits", "latency_total", "latency_int8", "speedup_vs_int8", "flash_bytes", "flash_int8_bytes",
-        "val_accuracy", "test_accuracy", "float_test_accuracy", "device_mismatches", "latency_unit"] {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for key in [
+        "wbits",
+        "abits",
+        "latency_total",
+        "latency_int8",
+        "speedup_vs_int8",
+        "flash_bytes",
+        "flash_int8_bytes",
+        "val_accuracy",
+        "test_accuracy",
+        "float_test_accuracy",
+        "device_mismatches",
+        "latency_unit",
+    ] {
         assert!(!json[key].is_null(), "report.json lacks {key}");
     }
     assert_eq!(json["latency_unit"], "instructions");
@@ -95,7 +110,8 @@ fn tiny_search_end_to_end() {
     assert_eq!(report2.table_measured_now, 0, "a second run on the same board measures nothing");
     let log = read_log(&out.join("episodes.jsonl")).unwrap();
     assert_eq!(&log[..first.len()], &first[..], "resume rewrites nothing");
-    let new_keys: std::collections::HashSet<_> = log.iter().filter(|r| r.new).map(|r| (r.wbits.clone(), r.abits.clone())).collect();
+    let new_keys: std::collections::HashSet<_> =
+        log.iter().filter(|r| r.new).map(|r| (r.wbits.clone(), r.abits.clone())).collect();
     assert_eq!(new_keys.len(), log.iter().filter(|r| r.new).count(), "no configuration evaluated twice");
     // Without --resume an existing run directory is refused.
     assert!(search(&options(&ckpt, &data, &out, &cache, Strategy::Releq, 6)).is_err());

@@ -685,7 +685,11 @@ mod tests {
 
     /// Train on the toy task: returns (greedy reward before, greedy reward after, sampled mean of the last batch).
     fn train_toy(seed: u64, updates: usize, batch: usize) -> (f32, f32, f32, PpoAgent) {
-        let cfg = PpoConfig { lr: std::env::var("TOY_LR").map_or(3e-3, |v| v.parse().unwrap()), epochs: std::env::var("TOY_EP").map_or(4, |v| v.parse().unwrap()), ..PpoConfig::default() };
+        let cfg = PpoConfig {
+            lr: std::env::var("TOY_LR").map_or(3e-3, |v| v.parse().unwrap()),
+            epochs: std::env::var("TOY_EP").map_or(4, |v| v.parse().unwrap()),
+            ..PpoConfig::default()
+        };
         let mut agent = PpoAgent::new(TOY_DIM, TOY_ACTIONS, cfg, seed).unwrap();
         let before = toy_episode(&mut agent, true).1;
         let mut last_mean = 0.0;
@@ -696,7 +700,10 @@ mod tests {
             let stats = agent.update(&eps).unwrap();
             if std::env::var("TOY_TRACE").is_ok() {
                 let g = toy_episode(&mut agent, true);
-                eprintln!("{seed} mean {last_mean:.2} greedy {:?} {:.2} ent {:.3} pl {:.3} vl {:.4}", g.0.actions, g.1, stats.entropy, stats.policy_loss, stats.value_loss);
+                eprintln!(
+                    "{seed} mean {last_mean:.2} greedy {:?} {:.2} ent {:.3} pl {:.3} vl {:.4}",
+                    g.0.actions, g.1, stats.entropy, stats.policy_loss, stats.value_loss
+                );
             }
             assert!(stats.policy_loss.is_finite() && stats.value_loss.is_finite() && stats.entropy > 0.0);
         }
@@ -708,7 +715,8 @@ mod tests {
     fn learns_toy_sequence() {
         let start = Instant::now();
         for seed in [1, 2, 3] {
-            let (before, after, sampled, _) = train_toy(seed, std::env::var("TOY_UPDATES").map_or(25, |v| v.parse().unwrap()), 16);
+            let (before, after, sampled, _) =
+                train_toy(seed, std::env::var("TOY_UPDATES").map_or(25, |v| v.parse().unwrap()), 16);
             eprintln!("seed {seed}: greedy reward {before:.2} -> {after:.2}, sampled mean of last batch {sampled:.2}");
             assert!(before < 0.3, "seed {seed}: an untrained agent already scores {before}");
             assert!(after > 0.8, "seed {seed}: greedy reward after training {after}");
@@ -721,7 +729,12 @@ mod tests {
     fn toy_sweep() {
         let env = |k: &str, d: f64| std::env::var(k).map_or(d, |v| v.parse().unwrap());
         for seed in 1..=env("TOY_SEEDS", 6.0) as u64 {
-            let cfg = PpoConfig { lr: env("TOY_LR", 3e-3), entropy_coef: env("TOY_ENTC", 0.01) as f32, epochs: env("TOY_EP", 4.0) as usize, ..PpoConfig::default() };
+            let cfg = PpoConfig {
+                lr: env("TOY_LR", 3e-3),
+                entropy_coef: env("TOY_ENTC", 0.01) as f32,
+                epochs: env("TOY_EP", 4.0) as usize,
+                ..PpoConfig::default()
+            };
             let mut agent = PpoAgent::new(TOY_DIM, TOY_ACTIONS, cfg, seed).unwrap();
             let batch = env("TOY_BATCH", 16.0) as usize;
             let mut hist = String::new();
@@ -730,7 +743,9 @@ mod tests {
                 let eps: Vec<Episode> = (0..batch).map(|_| toy_episode(&mut agent, false).0).collect();
                 agent.update(&eps).unwrap();
                 let g = toy_episode(&mut agent, true).1;
-                if g == 1.0 && first_perfect.is_none() { first_perfect = Some(u + 1); }
+                if g == 1.0 && first_perfect.is_none() {
+                    first_perfect = Some(u + 1);
+                }
                 hist.push(char::from(b'0' + (g * 5.0).round() as u8));
             }
             eprintln!("seed {seed}: first perfect after {first_perfect:?} updates: {hist}");
