@@ -58,6 +58,7 @@ fn done(env: &Env<'_>, budget: usize) -> bool {
 
 /// Run `strategy` until `budget` new evaluations (or the space is exhausted).
 /// `agent_path` keeps the agent's parameters for resuming.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     strategy: Strategy,
     env: &mut Env<'_>,
