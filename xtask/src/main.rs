@@ -130,6 +130,32 @@ fn bench(board: &str) -> anyhow::Result<()> {
         "\ncounts identical across 2 runs: {}; profile wall time {wall:.2} s (QEMU start + handshake + 2 runs)",
         profiles.iter().all(|(_, p, _)| p["identical"].as_bool() == Some(true))
     );
+    eval_speed(&releq, &dir.join("lenet5-int8.releq"))
+}
+
+/// Host integer inference over the 10,000 MNIST test images (the search's
+/// inner loop), fast path against the reference kernels, one core.
+fn eval_speed(releq: &Path, model: &Path) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for imp in ["fast", "reference"] {
+        let out = Command::new(releq)
+            .args(["eval", "--json", "--dataset", "mnist", "--impl", imp])
+            .arg(model)
+            .env("RAYON_NUM_THREADS", "1")
+            .output()?;
+        if !out.status.success() {
+            println!("\n(eval benchmark skipped: {})", String::from_utf8_lossy(&out.stderr).trim());
+            return Ok(());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        rows.push((imp, v["seconds"].as_f64().unwrap_or(0.0), v["count"].as_u64().unwrap_or(0)));
+    }
+    println!("\nHost integer inference, LeNet-5 int8, MNIST test set, one core (target <= 2 s):\n");
+    println!("| implementation | images | seconds | images/s | vs reference |\n| --- | ---: | ---: | ---: | ---: |");
+    let reference = rows[1].1;
+    for (imp, secs, n) in rows {
+        println!("| {imp} | {n} | {secs:.2} | {:.0} | {:.1}x |", n as f64 / secs.max(1e-9), reference / secs.max(1e-9));
+    }
     Ok(())
 }
 
