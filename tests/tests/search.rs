@@ -12,14 +12,8 @@ use releq_host::search::strategies::Strategy;
 use releq_host::search::{read_log, search, SearchOptions};
 use releq_host::train::{self, TrainOptions};
 use releq_host::zoo::Arch;
-use std::path::{Path, PathBuf};
-
-fn data_dir() -> Option<PathBuf> {
-    let d = std::env::var_os("RELEQ_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    d.join("mnist").is_dir().then_some(d)
-}
+use releq_tests::data_dir;
+use std::path::Path;
 
 fn options(ckpt: &Path, data: &Path, out: &Path, cache: &Path, strategy: Strategy, budget: usize) -> SearchOptions {
     SearchOptions {

@@ -14,14 +14,7 @@ use releq_host::nn::qplan::QuantPlan;
 use releq_host::quantize::export;
 use releq_host::train::{self, TrainOptions};
 use releq_host::zoo::Arch;
-use std::path::PathBuf;
-
-fn data_dir() -> Option<PathBuf> {
-    let d = std::env::var_os("RELEQ_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    d.join("mnist").is_dir().then_some(d)
-}
+use releq_tests::data_dir;
 
 #[test]
 fn trained_lenet5_is_bit_exact_on_qemu_m4() {
