@@ -154,7 +154,7 @@ pub fn default_schedule(arch: Arch) -> (usize, f64) {
     match arch {
         Arch::Lenet5 => (12, 2e-3),
         Arch::FashionCnn => (10, 2e-3),
-        Arch::Resnet8 => (12, 2e-3),
+        Arch::Resnet8 => (8, 2e-3),
     }
 }
 

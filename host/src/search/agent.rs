@@ -331,19 +331,10 @@ impl PpoAgent {
         let mut init = StdRng::seed_from_u64(seed ^ INIT_STREAM);
         for (name, var) in &vars {
             let dims = var.dims().to_vec();
-            let bound = if name == "lstm.weight_ih_l0" {
-                std::env::var("AG_IH").map_or(1.0, |v| v.parse::<f32>().unwrap()) / (cfg.hidden as f32).sqrt()
-            } else if name.starts_with("lstm.") {
+            let bound = if name.starts_with("lstm.") {
                 1.0 / (cfg.hidden as f32).sqrt()
             } else if name.ends_with(".weight") {
-                let he: f32 = std::env::var("AG_HE").map_or(1.0, |v| v.parse().unwrap());
-                let gain = if name == "pi.2.weight" {
-                    POLICY_OUT_GAIN
-                } else if name == "v.2.weight" {
-                    1.0
-                } else {
-                    he
-                };
+                let gain = if name == "pi.2.weight" { POLICY_OUT_GAIN } else { 1.0 };
                 gain / (dims[1] as f32).sqrt()
             } else {
                 0.0
@@ -479,10 +470,6 @@ impl PpoAgent {
             let value_loss = (value - &ret)?.sqr()?.mean_all()?;
             let loss = ((&policy_loss + (&value_loss * f64::from(self.cfg.value_coef))?)?
                 - (&entropy * f64::from(self.cfg.entropy_coef))?)?;
-            if std::env::var("AG_RATIO").is_ok() {
-                let dev = (ratio.clone() - 1.0)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                eprintln!("max |ratio-1| {dev:.2e}");
-            }
             let grads = loss.backward()?;
             self.adam.step(&self.vars, &grads, self.cfg.lr)?;
             stats.policy_loss += policy_loss.to_scalar::<f32>()?;
