@@ -36,6 +36,7 @@ pub enum CostKind {
 /// model, cost = w_l * latency/latency_int8 + w_f * flash/flash_int8, and
 /// th = 1 - max-accuracy-loss / float accuracy.
 #[derive(Debug, Parser)]
+#[command(args_override_self = true)]
 pub struct Search {
     /// Float checkpoint from `releq train` (e.g. runs/lenet5-mnist/last.safetensors).
     pub ckpt: PathBuf,

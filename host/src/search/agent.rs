@@ -317,7 +317,7 @@ const INIT_STREAM: u64 = 0x5EED_1A17_0000_0001;
 impl PpoAgent {
     /// A fresh agent for states of `state_dim` features and `n_actions`
     /// choices, its weights initialised from `seed` (PyTorch's uniform
-    /// ranges, except wider LSTM input weights, see [`LSTM_INPUT_BOUND`]; zero
+    /// ranges, except LSTM input weights in ±sqrt(3), see `LSTM_INPUT_BOUND`; zero
     /// linear biases; a policy output scaled down so the first policy is near
     /// uniform).
     pub fn new(state_dim: usize, n_actions: usize, cfg: PpoConfig, seed: u64) -> candle_core::Result<Self> {
