@@ -84,28 +84,46 @@ impl<'p, 'a> FastModel<'p, 'a> {
         Self { plan, unpacked, tensors, patch: Vec::new() }
     }
 
+    /// Fresh tensor buffers for [`Self::exec`] (one per tensor of the plan).
+    pub fn new_tensors(&self) -> Vec<Vec<i8>> {
+        self.plan.tensors.iter().map(|t| vec![0i8; t.shape.len()]).collect()
+    }
+
     /// Run on one input; returns the output codes.
     pub fn run(&mut self, input: &[i8]) -> Result<&[i8], RunError> {
-        let plan = self.plan;
-        let t0 = plan.input();
+        let t0 = self.plan.input();
         if input.len() != t0.shape.len() {
             return Err(RunError::InputLength { expected: t0.shape.len() as u32, actual: input.len() as u32 });
         }
-        self.tensors[0].copy_from_slice(input);
-        for (i, layer) in plan.model.layers.iter().enumerate() {
+        let mut tensors = std::mem::take(&mut self.tensors);
+        let mut patch = std::mem::take(&mut self.patch);
+        tensors[0].copy_from_slice(input);
+        self.exec(0..self.plan.model.layers.len(), &mut tensors, &mut patch);
+        self.tensors = tensors;
+        self.patch = patch;
+        Ok(self.tensors.last().expect("a model has layers"))
+    }
+
+    /// Run `layers` of the model on `tensors` (from [`Self::new_tensors`] of
+    /// this model or of one with the same tensor shapes), reading the tensors
+    /// earlier layers wrote there. `patch` is scratch space.
+    pub fn exec(&self, layers: std::ops::Range<usize>, tensors: &mut [Vec<i8>], patch: &mut Vec<i16>) {
+        let plan = self.plan;
+        for i in layers {
+            let layer = &plan.model.layers[i];
             let in_id = layer.input() as usize;
             let in_t = plan.tensors[in_id];
             let out_t = plan.tensors[i + 1];
             // Take the output buffer out so inputs can be borrowed alongside.
-            let mut out = std::mem::take(&mut self.tensors[i + 1]);
-            let x = &self.tensors[in_id];
+            let mut out = std::mem::take(&mut tensors[i + 1]);
+            let x = &tensors[in_id];
             let zp = in_t.quant.zero_point;
             match layer {
                 Layer::Conv2d(c) => {
                     let u = self.unpacked[i].as_ref().expect("unpacked at construction");
                     let (lo, hi) = clamp_bounds(&c.clamp, c.out.bits);
                     let (ih, iw, ic) = (in_t.shape.h as isize, in_t.shape.w as isize, in_t.shape.c as usize);
-                    self.patch.resize(u.k, 0);
+                    patch.resize(u.k, 0);
                     let oc_n = out_t.shape.c as usize;
                     for oy in 0..out_t.shape.h as isize {
                         for ox in 0..out_t.shape.w as isize {
@@ -114,7 +132,7 @@ impl<'p, 'a> FastModel<'p, 'a> {
                                 let iy = oy * c.stride_h as isize + ky - c.pad.top as isize;
                                 for kx in 0..c.kw as isize {
                                     let ix = ox * c.stride_w as isize + kx - c.pad.left as isize;
-                                    let dst = &mut self.patch[p..p + ic];
+                                    let dst = &mut patch[p..p + ic];
                                     if iy < 0 || iy >= ih || ix < 0 || ix >= iw {
                                         dst.fill(0);
                                     } else {
@@ -128,7 +146,7 @@ impl<'p, 'a> FastModel<'p, 'a> {
                             }
                             let o = ((oy * out_t.shape.w as isize + ox) as usize) * oc_n;
                             for oc in 0..oc_n {
-                                let acc = u.bias[oc] + dot(&self.patch, &u.rows[oc * u.k..(oc + 1) * u.k]);
+                                let acc = u.bias[oc] + dot(patch, &u.rows[oc * u.k..(oc + 1) * u.k]);
                                 out[o + oc] = u.rq[oc].apply(acc).saturating_add(c.out.zero_point).clamp(lo, hi) as i8;
                             }
                         }
@@ -137,10 +155,10 @@ impl<'p, 'a> FastModel<'p, 'a> {
                 Layer::Dense(d) => {
                     let u = self.unpacked[i].as_ref().expect("unpacked at construction");
                     let (lo, hi) = clamp_bounds(&d.clamp, d.out.bits);
-                    self.patch.clear();
-                    self.patch.extend(x.iter().map(|&s| (s as i32 - zp) as i16));
+                    patch.clear();
+                    patch.extend(x.iter().map(|&s| (s as i32 - zp) as i16));
                     for (o, y) in out.iter_mut().enumerate() {
-                        let acc = u.bias[o] + dot(&self.patch, &u.rows[o * u.k..(o + 1) * u.k]);
+                        let acc = u.bias[o] + dot(patch, &u.rows[o * u.k..(o + 1) * u.k]);
                         *y = u.rq[o].apply(acc).saturating_add(d.out.zero_point).clamp(lo, hi) as i8;
                     }
                 }
@@ -149,13 +167,12 @@ impl<'p, 'a> FastModel<'p, 'a> {
                 Layer::AvgPool2d(p) => k::avg_pool(p, in_t.shape, x, out_t.shape, &mut out),
                 Layer::Add(a) => {
                     let o = plan.tensors[a.other as usize];
-                    k::add(a, zp, x, o.quant.zero_point, &self.tensors[a.other as usize], &mut out)
+                    k::add(a, zp, x, o.quant.zero_point, &tensors[a.other as usize], &mut out)
                 }
                 Layer::Reshape(_) => out.copy_from_slice(x),
             }
-            self.tensors[i + 1] = out;
+            tensors[i + 1] = out;
         }
-        Ok(self.tensors.last().expect("a model has layers"))
     }
 }
 

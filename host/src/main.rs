@@ -31,6 +31,8 @@ enum Command {
     Quantize(cmd::quantize::Quantize),
     /// Search per-layer bitwidths with ReLeQ against latency measured on the device.
     Search(cmd::search::Search),
+    /// Judge the search agent against exhaustive, random and greedy search.
+    Compare(cmd::compare::Compare),
     /// Train a zoo model in float.
     Train(cmd::train::Train),
     /// Calibrate and fine-tune a checkpoint with fake quantization (QAT).
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(c) => c.run(),
         Command::Quantize(c) => c.run(),
         Command::Search(c) => c.run(),
+        Command::Compare(c) => c.run(),
         Command::Train(c) => c.run(),
         Command::Finetune(c) => c.run(),
     };

@@ -18,7 +18,7 @@ use crate::nn::calib::{batch_tensor, calibrate};
 use crate::nn::net::Net;
 use crate::nn::qplan::{PlanError, QuantPlan};
 use crate::zoo::Arch;
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -336,9 +336,24 @@ fn labels(images: &Images, idx: &[usize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, idx.len(), &Device::Cpu)?)
 }
 
+/// Correct predictions, the prediction being the first largest logit (as
+/// the integer path's `eval::argmax`: fake-quantized logits tie often at
+/// low bits, and both sides must break ties the same way).
 fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
-    let eq = logits.argmax(D::Minus1)?.eq(labels)?.to_dtype(DType::U32)?;
-    Ok(eq.sum_all()?.to_scalar::<u32>()? as usize)
+    let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let labels = labels.to_vec1::<u32>()?;
+    Ok(rows.iter().zip(&labels).filter(|(r, &l)| first_argmax(r) == l as usize).count())
+}
+
+/// Index of the first largest value.
+pub fn first_argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 fn bar(len: usize, progress: bool) -> ProgressBar {

@@ -61,7 +61,8 @@ fn short_run_learns_and_qat_keeps_accuracy() {
         .count();
     let int_acc = correct as f64 / val.len() as f64;
     eprintln!("4-bit lenet5: fake-quantized {:.4}, integer {int_acc:.4}", out.fq_val_acc);
-    assert!((int_acc - out.fq_val_acc).abs() <= 0.01, "integer {int_acc} vs fake-quantized {}", out.fq_val_acc);
+    // The bound: within 0.1 pp (fake quantization is bit-exact, see fq_exact.rs).
+    assert!((int_acc - out.fq_val_acc).abs() <= 0.001, "integer {int_acc} vs fake-quantized {}", out.fq_val_acc);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! One module per `releq` subcommand, each a `clap::Parser` with `run(self)`.
 
 pub mod boards;
+pub mod compare;
 pub mod device_args;
 pub mod eval;
 pub mod finetune;

@@ -38,6 +38,40 @@ pub enum CostKind {
 #[derive(Debug, Parser)]
 #[command(args_override_self = true)]
 pub struct Search {
+    #[command(flatten)]
+    pub common: SearchArgs,
+    /// Strategy: the agent, or a baseline on the same budget.
+    #[arg(long, value_enum, default_value = "releq")]
+    pub strategy: Strategy,
+    /// Accuracy evaluations allowed (distinct configurations; repeats are free).
+    #[arg(long, default_value_t = 300)]
+    pub budget: usize,
+    /// Also choose each layer's activation bits (from the same set).
+    #[arg(long)]
+    pub search_activations: bool,
+    /// QAT steps for every evaluated configuration (0: fast PTQ proxy).
+    #[arg(long, default_value_t = 0)]
+    pub finetune_steps: usize,
+    /// QAT steps for the final model.
+    #[arg(long, default_value_t = 300)]
+    pub final_finetune_steps: usize,
+    /// Test images run on the device to verify the final model.
+    #[arg(long, default_value_t = 100)]
+    pub verify: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run directory.
+    #[arg(long, default_value = "runs/search")]
+    pub out: PathBuf,
+    /// Continue the search in --out (nothing measured or evaluated is redone).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// Options shared by `releq search` and `releq compare`.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
     /// Float checkpoint from `releq train` (e.g. runs/lenet5-mnist/last.safetensors).
     pub ckpt: PathBuf,
     #[command(flatten)]
@@ -48,18 +82,9 @@ pub struct Search {
     /// Data directory (default `$RELEQ_DATA` or `./data`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Strategy: the agent, or a baseline on the same budget.
-    #[arg(long, value_enum, default_value = "releq")]
-    pub strategy: Strategy,
-    /// Accuracy evaluations allowed (cached repeats are free).
-    #[arg(long, default_value_t = 300)]
-    pub budget: usize,
     /// Weight bitwidths to choose from (`2,3,4,5,8` is the paper's set).
     #[arg(long, value_delimiter = ',', default_value = "2,3,4,5,6,7,8")]
     pub wbits: Vec<u8>,
-    /// Also choose each layer's activation bits (from the same set).
-    #[arg(long)]
-    pub search_activations: bool,
     /// Cost kind.
     #[arg(long, value_enum, default_value = "measured")]
     pub cost: CostKind,
@@ -81,42 +106,25 @@ pub struct Search {
     /// Reward threshold on relative accuracy (default from --max-accuracy-loss).
     #[arg(long)]
     pub reward_threshold: Option<f64>,
-    /// QAT steps for every evaluated configuration (0: fast PTQ proxy).
-    #[arg(long, default_value_t = 0)]
-    pub finetune_steps: usize,
-    /// QAT steps for the final model.
-    #[arg(long, default_value_t = 300)]
-    pub final_finetune_steps: usize,
     /// Validation images per evaluation.
     #[arg(long, default_value_t = 2000)]
     pub val_images: usize,
     /// Episodes per PPO update.
     #[arg(long, default_value_t = 8)]
     pub episodes_per_update: usize,
-    /// Test images run on the device to verify the final model.
-    #[arg(long, default_value_t = 100)]
-    pub verify: usize,
-    /// Seed.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Run directory.
-    #[arg(long, default_value = "runs/search")]
-    pub out: PathBuf,
-    /// Continue the search in --out (nothing measured or evaluated is redone).
-    #[arg(long)]
-    pub resume: bool,
     /// Latency cache directory (shared by runs; keyed by board and firmware).
     #[arg(long, env = "RELEQ_CACHE", default_value = "runs/cache")]
     pub cache_dir: PathBuf,
-    /// Print the report as JSON.
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-impl Search {
-    /// Run the command.
-    pub fn run(self) -> anyhow::Result<()> {
-        super::train::rerun_with_malloc_tunables()?;
+impl SearchArgs {
+    /// Search options from these arguments; the rest at neutral defaults
+    /// (releq strategy, budget 0, weights only, PTQ oracle, seed 1, no final
+    /// fine-tune or device check) for the caller to set.
+    pub fn options(&self, out: PathBuf) -> anyhow::Result<SearchOptions> {
         let state: Option<TrainState> =
             train::read_json(&self.ckpt.parent().unwrap_or(std::path::Path::new(".")).join("train.json")).ok();
         let dataset = match (self.dataset, &state) {
@@ -128,23 +136,22 @@ impl Search {
             anyhow::ensure!((2..=8).contains(&b), "--wbits: {b} is outside 2..=8");
         }
         anyhow::ensure!(self.wbits.contains(&8), "--wbits must contain 8 (the reference model is all-8-bit)");
-        let board = self.device.board()?;
-        let o = SearchOptions {
+        Ok(SearchOptions {
             checkpoint: self.ckpt.clone(),
             dataset,
             data_dir: self.data_dir.clone().unwrap_or_else(data::default_data_dir),
-            seed: self.seed,
-            board,
+            seed: 1,
+            board: self.device.board()?,
             qemu: QemuOptions {
                 firmware: self.device.firmware.clone(),
                 timeout: Duration::from_secs(self.device.timeout),
                 verbose: self.device.verbose,
                 features: Vec::new(),
             },
-            strategy: self.strategy,
-            budget: self.budget,
+            strategy: Strategy::Releq,
+            budget: 0,
             wbits: self.wbits.clone(),
-            search_activations: self.search_activations,
+            search_activations: false,
             cost: match self.cost {
                 CostKind::Measured => Cost::Measured { latency: self.latency_weight, flash: self.flash_weight },
                 CostKind::Bits => Cost::Bits,
@@ -157,17 +164,35 @@ impl Search {
             },
             calib_batches: 20,
             val_limit: self.val_images,
+            finetune_steps: 0,
+            final_finetune_steps: 0,
+            episodes_per_update: self.episodes_per_update,
+            out,
+            cache_dir: self.cache_dir.clone(),
+            resume: false,
+            verify_count: 0,
+            progress: !self.json,
+        })
+    }
+}
+
+impl Search {
+    /// Run the command.
+    pub fn run(self) -> anyhow::Result<()> {
+        super::train::rerun_with_malloc_tunables()?;
+        let o = SearchOptions {
+            seed: self.seed,
+            strategy: self.strategy,
+            budget: self.budget,
+            search_activations: self.search_activations,
             finetune_steps: self.finetune_steps,
             final_finetune_steps: self.final_finetune_steps,
-            episodes_per_update: self.episodes_per_update,
-            out: self.out.clone(),
-            cache_dir: self.cache_dir.clone(),
             resume: self.resume,
             verify_count: self.verify,
-            progress: !self.json,
+            ..self.common.options(self.out.clone())?
         };
         let report = search(&o)?;
-        if self.json {
+        if self.common.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print!("{}", releq_host::search::report::markdown(&report));

@@ -8,6 +8,13 @@
 //! - Weights, symmetric per output channel (dimension 0):
 //!   `s_c * clamp(round(w / s_c), -wmax, wmax)` with
 //!   `s_c = qplan::weight_scale(row_c, bits)`, the exporter's own scale.
+//! - Biases, per output channel, onto the int32 accumulator grid the exporter
+//!   rounds them to: `round(b_c / (s_in * s_c)) * s_in * s_c`.
+//! - Outputs of weighted layers ([`fq_requant`]): the accumulator recovered
+//!   from the float result and requantized with the integer kernel's own
+//!   fixed-point multiplier, so the values are the device's codes.
+//! - Average pooling ([`fq_avg`]) and residual adds ([`fq_add`]) likewise
+//!   compute the integer kernels' codes from the fake-quantized inputs.
 //!
 //! Both are candle custom ops whose forward pass writes the quantized values
 //! and whose backward pass passes the gradient through unchanged: the same
@@ -16,8 +23,11 @@
 //! Only contiguous or strided `f32` CPU tensors are supported.
 
 use super::qplan::weight_scale;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use releq_common::quant::{quantize_act, weight_max};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use releq_common::quant::{
+    act_max, act_min, add_element, add_params, quantize_act, quantize_multiplier, rounded_average, weight_max,
+    QuantizedMultiplier,
+};
 use releq_common::TensorQuant;
 
 /// Fake-quantize an activation tensor with the tensor's quantization (STE).
@@ -28,6 +38,192 @@ pub fn fq_act(x: &Tensor, q: &TensorQuant) -> Result<Tensor> {
 /// Fake-quantize weights per output channel (dimension 0) to `bits` (STE).
 pub fn fq_weight(w: &Tensor, bits: u8) -> Result<Tensor> {
     w.apply_op1(WeightFq(bits))
+}
+
+/// Fake-quantize a weighted layer's bias `b` to the grid the exporter rounds
+/// it to: per output channel `c`, `round(b_c / (s_in * s_c)) * s_in * s_c`,
+/// where `s_c` is the weight scale of row `c` of `w` at `bits` and `s_in`
+/// the input tensor's scale (computed in f64 as the exporter does). The
+/// gradient passes straight through to `b`; `w` gets none from this op.
+pub fn fq_bias(b: &Tensor, w: &Tensor, bits: u8, s_in: f32) -> Result<Tensor> {
+    b.apply_op2(w, BiasFq { bits, s_in })
+}
+
+/// Requantize a weighted layer's output exactly as the integer kernel does:
+/// `y` is the layer's output after its activation, computed from
+/// fake-quantized inputs, weights and bias (so `y / (s_in * s_c)` is the
+/// integer accumulator up to `f32` rounding); per output channel `c`
+/// (dimension 1 of `y`, dimension 0 of `w`), the accumulator is recovered
+/// by rounding, requantized with the exporter's fixed-point multiplier
+/// `quantize_multiplier(s_in * s_c / s_out)` (gemmlowp double rounding),
+/// offset by the zero point, clamped to the output's bits and dequantized.
+/// This replaces [`fq_act`] on weighted layers' outputs: rounding `y / s_out`
+/// in float disagrees with the fixed-point path near ties (double rounding
+/// at a resolution of `2^-shift` codes), which moved accuracy by tenths of
+/// a point. The gradient passes straight through to `y`.
+pub fn fq_requant(y: &Tensor, w: &Tensor, wbits: u8, s_in: f32, out: &TensorQuant) -> Result<Tensor> {
+    y.apply_op2(w, Requant { wbits, s_in, out: *out })
+}
+
+/// Average pooling as the integer kernel rounds it: `y` is the float
+/// average of fake-quantized values over `count` inputs, so
+/// `(y / s + zp) * count` is the integer sum of the input codes; the code is
+/// that sum's [`rounded_average`] (ties away from zero in code space, where
+/// rounding the float mean would round `mean - zp` instead). Straight-through
+/// gradient.
+pub fn fq_avg(y: &Tensor, q: &TensorQuant, count: usize) -> Result<Tensor> {
+    y.apply_op1(AvgFq { q: *q, count: count.max(1) as i32 })
+}
+
+struct AvgFq {
+    q: TensorQuant,
+    count: i32,
+}
+
+impl CustomOp1 for AvgFq {
+    fn name(&self) -> &'static str {
+        "fake-quant-avg"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let TensorQuant { scale, zero_point, bits } = self.q;
+        let mut v = values(storage, layout)?;
+        for x in &mut v {
+            let sum = to_acc((*x as f64 / scale as f64 + zero_point as f64) * self.count as f64);
+            let code = rounded_average(sum, self.count).clamp(act_min(bits), act_max(bits));
+            *x = scale * (code - zero_point) as f32;
+        }
+        Ok((CpuStorage::F32(v), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.clone()))
+    }
+}
+
+/// A residual add as the integer kernel computes it: the codes of the
+/// fake-quantized inputs `a` (quantization `qa`) and `b` (`qb`) are added
+/// with TFLite's fixed-point rescaling ([`add_element`] with
+/// [`add_params`]), clamped to `out`'s bits (and at its zero point after a
+/// ReLU) and dequantized. `y` is the float `act(a + b)`, through which the
+/// gradient flows straight.
+pub fn fq_add(
+    y: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    qa: &TensorQuant,
+    qb: &TensorQuant,
+    out: &TensorQuant,
+    relu: bool,
+) -> Result<Tensor> {
+    y.apply_op3(a, b, AddFq { qa: *qa, qb: *qb, out: *out, relu })
+}
+
+struct AddFq {
+    qa: TensorQuant,
+    qb: TensorQuant,
+    out: TensorQuant,
+    relu: bool,
+}
+
+impl CustomOp3 for AddFq {
+    fn name(&self) -> &'static str {
+        "fake-quant-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (values(s2, l2)?, values(s3, l3)?);
+        if a.len() != b.len() || a.len() != l1.shape().elem_count() {
+            candle_core::bail!("fake-quant-add: shapes {:?}, {:?}, {:?} differ", l1.dims(), l2.dims(), l3.dims());
+        }
+        let (qa, qb, qo) = (self.qa, self.qb, self.out);
+        let p = add_params(qa.scale, qb.scale, qo.scale);
+        let lo = if self.relu { qo.zero_point.max(act_min(qo.bits)) } else { act_min(qo.bits) };
+        let hi = act_max(qo.bits);
+        let code = |x: f32, q: &TensorQuant| i32::from(quantize_act(x, q.scale, q.zero_point, q.bits));
+        let out = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| {
+                let c = add_element(code(x, &qa), qa.zero_point, code(y, &qb), qb.zero_point, &p, qo.zero_point);
+                qo.scale * (c.clamp(lo, hi) - qo.zero_point) as f32
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        _a: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad_res.clone()), None, None))
+    }
+}
+
+/// The value of `a` rounded to the nearest integer as an `i32`, saturating.
+fn to_acc(a: f64) -> i32 {
+    a.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32
+}
+
+/// Fixed-point requantization of a weighted layer's output.
+struct Requant {
+    wbits: u8,
+    s_in: f32,
+    out: TensorQuant,
+}
+
+impl CustomOp2 for Requant {
+    fn name(&self) -> &'static str {
+        "fake-quant-requant"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let mut y = values(s1, l1)?;
+        let w = values(s2, l2)?;
+        let dims = l1.shape().dims();
+        let rows = l2.shape().dims().first().copied().unwrap_or(1).max(1);
+        if dims.len() < 2 || dims[1] != rows {
+            candle_core::bail!("fake-quant-requant: output {dims:?} does not have {rows} channels in dimension 1");
+        }
+        let per_row = w.len() / rows;
+        let inner: usize = dims[2..].iter().product();
+        let TensorQuant { scale, zero_point, bits } = self.out;
+        let (lo, hi) = (act_min(bits), act_max(bits));
+        let chans: Vec<(f64, QuantizedMultiplier)> = (0..rows)
+            .map(|c| {
+                let s = self.s_in as f64 * weight_scale(&w[c * per_row..(c + 1) * per_row], self.wbits) as f64;
+                (s, quantize_multiplier(s / scale as f64))
+            })
+            .collect();
+        for (i, v) in y.iter_mut().enumerate() {
+            let (s, m) = chans[(i / inner) % rows];
+            let q = m.apply(to_acc(*v as f64 / s)).saturating_add(zero_point).clamp(lo, hi);
+            *v = scale * (q - zero_point) as f32;
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        _w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad_res.clone()), None))
+    }
 }
 
 /// The values of a tensor as a contiguous `Vec<f32>` (any layout).
@@ -107,6 +303,43 @@ impl CustomOp1 for WeightFq {
     }
 }
 
+/// Per-channel bias fake quantization onto the accumulator grid.
+struct BiasFq {
+    bits: u8,
+    s_in: f32,
+}
+
+impl CustomOp2 for BiasFq {
+    fn name(&self) -> &'static str {
+        "fake-quant-bias"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let mut b = values(s1, l1)?;
+        let w = values(s2, l2)?;
+        let rows = l2.shape().dims().first().copied().unwrap_or(1).max(1);
+        if rows != b.len() {
+            candle_core::bail!("fake-quant-bias: {} biases for {rows} weight rows", b.len());
+        }
+        let per_row = w.len() / rows;
+        for (c, x) in b.iter_mut().enumerate() {
+            let s = self.s_in as f64 * weight_scale(&w[c * per_row..(c + 1) * per_row], self.bits) as f64;
+            *x = ((*x as f64 / s).round() * s) as f32;
+        }
+        Ok((CpuStorage::F32(b), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _b: &Tensor,
+        _w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad_res.clone()), None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +407,29 @@ mod tests {
         let loss = (y * Tensor::new(&[1f32, 2., 3., 4.], &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
         let g = loss.backward().unwrap();
         assert_eq!(g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![1., 2., 3., 4.]);
+    }
+
+    #[test]
+    fn bias_fq_is_the_exported_int32_bias_times_its_scale() {
+        // The exporter's bias code: round(b / (s_in * s_c)) in f64 (quantize.rs).
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        for bits in MIN_BITS..=MAX_BITS {
+            let (o, i, s_in) = (6usize, 20usize, 0.037f32);
+            let ws: Vec<f32> = (0..o * i).map(|_| rng.gen_range(-0.5f32..0.5)).collect();
+            let bs: Vec<f32> = (0..o).map(|_| rng.gen_range(-0.3f32..0.3)).collect();
+            let w = Tensor::from_vec(ws.clone(), (o, i), &Device::Cpu).unwrap();
+            let b = Var::from_vec(bs.clone(), o, &Device::Cpu).unwrap();
+            let got = fq_bias(b.as_tensor(), &w, bits, s_in).unwrap();
+            for (c, (&g, &bc)) in got.to_vec1::<f32>().unwrap().iter().zip(&bs).enumerate() {
+                let s = s_in as f64 * weight_scale(&ws[c * i..(c + 1) * i], bits) as f64;
+                let code = (bc as f64 / s).round();
+                assert_eq!(g, (code * s) as f32, "bits {bits} channel {c}");
+                assert!((g - bc).abs() as f64 <= s / 2.0 + 1e-7, "moved more than half a step");
+            }
+            // Straight through to the bias, nothing to the weights.
+            let grads = got.sum_all().unwrap().backward().unwrap();
+            assert_eq!(grads.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![1.0; o]);
+            assert!(grads.get(&w).is_none());
+        }
     }
 }

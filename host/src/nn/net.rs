@@ -21,7 +21,7 @@
 //! trained 2.8x faster this way than with candle 0.11's `conv2d`, whose
 //! backward pass (`conv_transpose2d`) is a direct loop.
 
-use super::fakequant::{fq_act, fq_weight};
+use super::fakequant::{fq_act, fq_add, fq_avg, fq_bias, fq_requant, fq_weight};
 use super::qplan::QuantPlan;
 use super::spec::{Act, Op, Spec};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
@@ -108,6 +108,11 @@ impl Net {
         self.run(x, Mode::Float { train: false })
     }
 
+    /// Every tensor of the fake-quantized forward pass (0 = the input).
+    pub fn forward_all_fq(&self, x: &Tensor, plan: &QuantPlan) -> Result<Vec<Tensor>> {
+        self.run(x, Mode::Fq(plan))
+    }
+
     /// Op `op`'s weights with batch norm folded in, as tensors: weights
     /// OIHW (conv) or `(out, in)` (dense), bias `(out)`. Differentiable with
     /// respect to the weights, bias and batch-norm affine parameters; the
@@ -167,25 +172,55 @@ impl Net {
                         }
                         Mode::Fq(plan) => {
                             let (w, b) = self.folded_tensors(i)?;
-                            let w = fq_weight(&w, plan.wbits[wl])?;
-                            conv2d(&t[*input], &w, *pad, *stride)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?
+                            let (bits, s_in) = (plan.wbits[wl], plan.tensors[*input].scale);
+                            let b = fq_bias(&b, &w, bits, s_in)?;
+                            let wq = fq_weight(&w, bits)?;
+                            let y =
+                                conv2d(&t[*input], &wq, *pad, *stride)?.broadcast_add(&b.reshape((1, (), 1, 1))?)?;
+                            fq_requant(&act(y, *a)?, &w, bits, s_in, &plan.tensors[i + 1])?
                         }
                     };
                     wl += 1;
-                    fq(act(y, *a)?, i + 1)?
+                    match mode {
+                        Mode::Fq(_) => y,
+                        Mode::Float { .. } => act(y, *a)?,
+                    }
                 }
                 (Op::Dense { input, act: a, .. }, Layer::Dense { w, b }, _) => {
-                    let w = match mode {
-                        Mode::Fq(plan) => fq_weight(w, plan.wbits[wl])?,
-                        Mode::Float { .. } => w.clone(),
+                    let (wq, b) = match mode {
+                        Mode::Fq(plan) => {
+                            (fq_weight(w, plan.wbits[wl])?, fq_bias(b, w, plan.wbits[wl], plan.tensors[*input].scale)?)
+                        }
+                        Mode::Float { .. } => (w.clone(), b.clone()),
+                    };
+                    let y = act(t[*input].matmul(&wq.t()?)?.broadcast_add(&b)?, *a)?;
+                    let y = match mode {
+                        Mode::Fq(plan) => {
+                            fq_requant(&y, w, plan.wbits[wl], plan.tensors[*input].scale, &plan.tensors[i + 1])?
+                        }
+                        Mode::Float { .. } => y,
                     };
                     wl += 1;
-                    let y = t[*input].matmul(&w.t()?)?.broadcast_add(b)?;
-                    fq(act(y, *a)?, i + 1)?
+                    y
                 }
                 (Op::MaxPool { input, k, stride }, ..) => fq(t[*input].max_pool2d_with_stride(*k, *stride)?, i + 1)?,
-                (Op::AvgPool { input, k, stride }, ..) => fq(t[*input].avg_pool2d_with_stride(*k, *stride)?, i + 1)?,
-                (Op::Add { a, b, act: f }, ..) => fq(act((&t[*a] + &t[*b])?, *f)?, i + 1)?,
+                (Op::AvgPool { input, k, stride }, ..) => {
+                    let y = t[*input].avg_pool2d_with_stride(*k, *stride)?;
+                    match mode {
+                        Mode::Fq(plan) => fq_avg(&y, &plan.tensors[i + 1], k * k)?,
+                        Mode::Float { .. } => y,
+                    }
+                }
+                (Op::Add { a, b, act: f }, ..) => {
+                    let y = act((&t[*a] + &t[*b])?, *f)?;
+                    match mode {
+                        Mode::Fq(plan) => {
+                            let q = &plan.tensors;
+                            fq_add(&y, &t[*a], &t[*b], &q[*a], &q[*b], &q[i + 1], matches!(f, Act::Relu))?
+                        }
+                        Mode::Float { .. } => y,
+                    }
+                }
                 (Op::Flatten { input }, ..) => t[*input].permute((0, 2, 3, 1))?.flatten_from(1)?,
                 _ => candle_core::bail!("op {i} of {} does not match its parameters", self.spec.name),
             };

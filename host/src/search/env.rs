@@ -53,7 +53,8 @@ pub struct Record {
     pub reward: f64,
     /// Satisfies every constraint.
     pub feasible: bool,
-    /// Newly computed (false: the oracle's cache answered).
+    /// First time this run evaluated the configuration (false: a repeat,
+    /// which does not count against the budget).
     pub new: bool,
 }
 
@@ -100,6 +101,9 @@ pub struct Env<'a> {
     pub last_rel_acc: f64,
     /// Evaluations so far.
     pub records: Vec<Record>,
+    /// Distinct configurations this run has evaluated (the budget counts
+    /// these, whether the oracle computed them or already knew them).
+    seen: std::collections::HashSet<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Errors of the environment.
@@ -187,12 +191,35 @@ impl<'a> Env<'a> {
             shapes,
             last_rel_acc: 1.0,
             records: Vec::new(),
+            seen: Default::default(),
         };
         let lat8 = env.latency(&vec![8; l], &vec![8; l])?;
         env.int8.0 = lat8;
         let (wmin, amin) = (*env.wset.iter().min().unwrap_or(&8), *env.aset.iter().min().unwrap_or(&8));
         env.c_min = env.cost_of(&vec![wmin; l], &vec![amin; l])?;
         Ok(env)
+    }
+
+    /// Distinct configurations evaluated by this run (the budget's unit).
+    pub fn evaluations(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Start a new run on the same oracle and table: no records, nothing
+    /// seen (the oracle keeps its cache, which costs no budget).
+    pub fn reset(&mut self) {
+        self.records.clear();
+        self.seen.clear();
+        self.last_rel_acc = 1.0;
+    }
+
+    /// Take earlier records (a resumed run's log) as this run's own.
+    pub fn restore(&mut self, records: Vec<Record>) {
+        for r in &records {
+            self.oracle.insert(&r.wbits, &r.abits, r.val_accuracy);
+            self.seen.insert((r.wbits.clone(), r.abits.clone()));
+        }
+        self.records = records;
     }
 
     /// Number of weighted layers.
@@ -226,7 +253,7 @@ impl<'a> Env<'a> {
 
     /// Evaluate a configuration, log it, and return its record.
     pub fn evaluate(&mut self, wbits: &[u8], abits: &[u8], episode: usize, strategy: &str) -> Result<Record, EnvError> {
-        let new = self.oracle.known(wbits, abits).is_none();
+        let new = self.seen.insert((wbits.to_vec(), abits.to_vec()));
         let acc = self.oracle.accuracy(wbits, abits)?;
         let latency = self.latency(wbits, abits)?;
         let flash = self.flash(wbits);

@@ -3,11 +3,13 @@
 //!
 //! - [`latency`]: the measured, cached latency table;
 //! - [`oracle`]: validation accuracy by bit-exact integer inference;
+//! - [`product`]: every configuration's accuracy at once (exhaustive);
 //! - [`reward`]: ReLeQ's asymmetric reward with a measured cost state;
 //! - [`env`]: evaluation records and the agent's state;
 //! - [`agent`]: PPO with an LSTM policy (candle);
 //! - [`strategies`]: releq, random, greedy, exhaustive;
-//! - [`report`]: Pareto front, plot, report.
+//! - [`report`]: Pareto front, plot, report;
+//! - [`compare`]: the agent against exhaustive, random and greedy.
 //!
 //! A run directory holds `episodes.jsonl` (every evaluation, appended as it
 //! happens), `agent.safetensors`, `pareto.csv`, `pareto.svg`, `model.releq`
@@ -17,9 +19,11 @@
 //! shared by every run on the same board and firmware build.
 
 pub mod agent;
+pub mod compare;
 pub mod env;
 pub mod latency;
 pub mod oracle;
+pub mod product;
 pub mod report;
 pub mod reward;
 pub mod strategies;
@@ -175,18 +179,20 @@ pub fn choose(records: &[Record]) -> Option<&Record> {
     best(records.iter().filter(|r| r.feasible)).or_else(|| best(records.iter()))
 }
 
-/// Run a whole search and write the run directory.
-pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
-    let started = std::time::Instant::now();
-    let log_path = o.out.join("episodes.jsonl");
-    if log_path.exists() && !o.resume {
-        return Err(SearchError::Exists(o.out.clone()));
-    }
-    std::fs::create_dir_all(&o.out).map_err(io(&o.out))?;
+/// The seed of the validation split: the training run's (from `train.json`
+/// next to the checkpoint), else `o.seed`.
+pub fn split_seed(o: &SearchOptions) -> u64 {
     let state: Option<train::TrainState> =
         train::read_json(&o.checkpoint.parent().unwrap_or(Path::new(".")).join("train.json")).ok();
-    let split_seed = state.as_ref().map_or(o.seed, |s| s.seed);
-    let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
+    state.as_ref().map_or(o.seed, |s| s.seed)
+}
+
+/// The environment of a search on a started device: the oracle (calibrated,
+/// float accuracy measured), the latency table (cached entries loaded,
+/// missing ones measured) and the reward's constants. Also returns the
+/// latency unit.
+pub fn open_env<'d>(o: &SearchOptions, dev: &'d mut QemuDevice) -> Result<(Env<'d>, String), SearchError> {
+    let split = train::load_split(&o.data_dir, o.dataset, split_seed(o), None)?;
     let oracle = Oracle::new(
         split,
         OracleOptions {
@@ -197,7 +203,6 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         },
     )?;
     let float_val = oracle.float_acc;
-    let mut dev = QemuDevice::start(&o.board, None, &o.qemu)?;
     let info = dev.info()?;
     let unit = info.counter.name().to_string();
     let table = LatencyTable::open(&o.cache_dir, &o.board.name, &info.firmware, &unit)?;
@@ -206,18 +211,47 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         None => RewardParams::for_max_loss(o.constraints.max_accuracy_loss, float_val),
     };
     let aset = if o.search_activations { o.wbits.clone() } else { vec![8] };
-    let mut env = Env::new(oracle, table, &mut dev, o.cost, params, o.constraints, o.wbits.clone(), aset, o.progress)?;
+    let env = Env::new(oracle, table, dev, o.cost, params, o.constraints, o.wbits.clone(), aset, o.progress)?;
+    Ok((env, unit))
+}
+
+/// Run a whole search and write the run directory.
+pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
+    let started = std::time::Instant::now();
+    let log_path = o.out.join("episodes.jsonl");
+    if log_path.exists() && !o.resume {
+        return Err(SearchError::Exists(o.out.clone()));
+    }
+    std::fs::create_dir_all(&o.out).map_err(io(&o.out))?;
+    let split_seed = split_seed(o);
+    let mut dev = QemuDevice::start(&o.board, None, &o.qemu)?;
+    let (mut env, unit) = open_env(o, &mut dev)?;
 
     // Resume: everything evaluated before is known; the budget counts it.
     let mut first_episode = 0;
     if log_path.exists() {
         let old = read_log(&log_path)?;
-        for r in &old {
-            env.oracle.insert(&r.wbits, &r.abits, r.val_accuracy);
-            first_episode = first_episode.max(r.episode + 1);
+        first_episode = old.iter().map(|r| r.episode + 1).max().unwrap_or(0);
+        env.restore(old);
+    }
+    if o.strategy == Strategy::Exhaustive && env.oracle.can_preload() && env.aset.len() == 1 {
+        let n = (env.actions() as u64).saturating_pow(env.layers() as u32);
+        if n > strategies::EXHAUSTIVE_LIMIT {
+            return Err(strategies::StrategyError::TooLarge(n).into());
         }
-        env.oracle.computed = old.iter().filter(|r| r.new).count();
-        env.records = old;
+        let bar = match o.progress {
+            true => ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "all {msg} configurations {bar:25} {pos}/{len} images [{elapsed} < {eta}]",
+                )
+                .expect("valid template"),
+            ),
+            false => ProgressBar::hidden(),
+        };
+        bar.set_message(n.to_string());
+        let (wset, a) = (env.wset.clone(), env.aset[0]);
+        env.oracle.preload_weights_only(&wset, a, &bar).map_err(env::EnvError::from)?;
+        bar.finish_and_clear();
     }
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
     let bar = if o.progress { ProgressBar::new(o.budget as u64) } else { ProgressBar::hidden() };
@@ -226,13 +260,13 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
             .expect("valid template"),
     );
     bar.set_prefix(format!("{:?}", o.strategy).to_lowercase());
-    bar.set_position(env.oracle.computed as u64);
+    bar.set_position(env.evaluations() as u64);
     let mut write_err = None;
     let mut on_record = |r: &Record, env: &Env<'_>| {
         if let Err(e) = writeln!(&log, "{}", serde_json::to_string(r).expect("records serialize")) {
             write_err.get_or_insert(e);
         }
-        bar.set_position(env.oracle.computed as u64);
+        bar.set_position(env.evaluations() as u64);
         if let Some(b) = choose(&env.records) {
             bar.set_message(format!(
                 "ep {} | best reward {:.3}: acc {:.2}% latency x{:.2} flash x{:.2}",
@@ -277,7 +311,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     let front = report::pareto(&records);
     report::write_csv(&o.out.join("pareto.csv"), &front).map_err(io(&o.out))?;
     report::plot(&o.out.join("pareto.svg"), &records, &front, &chosen, &int8, &unit).map_err(SearchError::Plot)?;
-    let evaluations = env.oracle.computed;
+    let evaluations = env.evaluations();
     let predicted = chosen.latency;
 
     // The final model: the chosen bits, fine-tuned; and the int8 reference.

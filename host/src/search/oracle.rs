@@ -7,6 +7,7 @@
 //! the validation split (never the test set) with the fast, bit-exact host
 //! path. Results are cached by configuration (bits and fine-tune steps).
 
+use super::product;
 use crate::data::Images;
 use crate::eval::{argmax, quantize_image};
 use crate::fastinfer::FastModel;
@@ -15,6 +16,7 @@ use crate::nn::qplan::QuantPlan;
 use crate::nn::spec::Spec;
 use crate::quantize::{export, ExportError};
 use crate::train::{self, DataSplit, QatOptions};
+use indicatif::ProgressBar;
 use releq_common::builder::OwnedModel;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +42,9 @@ pub enum OracleError {
     /// Inference failed.
     #[error(transparent)]
     Run(#[from] releq_common::runtime::RunError),
+    /// Evaluating the whole space failed.
+    #[error(transparent)]
+    Product(#[from] product::ProductError),
 }
 
 /// The oracle's settings.
@@ -138,6 +143,33 @@ impl Oracle {
         Ok((m, plan))
     }
 
+    /// Whether [`Self::preload_weights_only`] can answer for this oracle
+    /// (post-training quantization only: fine-tuned weights depend on the
+    /// whole configuration, so prefixes cannot be shared).
+    pub fn can_preload(&self) -> bool {
+        self.opts.finetune_steps == 0
+    }
+
+    /// Compute every weights-only configuration over `wset` (activations at
+    /// `abits`) at once with shared prefixes ([`super::product`]) and
+    /// remember them. Returns how many were computed. Counts as that many
+    /// evaluations in [`Self::computed`].
+    pub fn preload_weights_only(&mut self, wset: &[u8], abits: u8, bar: &ProgressBar) -> Result<usize, OracleError> {
+        let l = self.spec.weighted().len();
+        let a = vec![abits; l];
+        let uniform =
+            wset.iter().map(|&b| self.model(&vec![b; l], &a).map(|(m, _)| m)).collect::<Result<Vec<_>, _>>()?;
+        let acc = product::accuracies(&uniform, &self.val, bar)?;
+        for (idx, &v) in acc.iter().enumerate() {
+            let w: Vec<u8> = (0..l).map(|j| wset[idx / wset.len().pow(j as u32) % wset.len()]).collect();
+            if self.known(&w, &a).is_none() {
+                self.computed += 1;
+            }
+            self.insert(&w, &a, v);
+        }
+        Ok(acc.len())
+    }
+
     /// Validation accuracy of a configuration (cached).
     pub fn accuracy(&mut self, wbits: &[u8], abits: &[u8]) -> Result<f64, OracleError> {
         if let Some(a) = self.known(wbits, abits) {
@@ -161,4 +193,58 @@ pub fn accuracy_of(m: &OwnedModel, images: &Images) -> Result<f64, OracleError> 
         correct += usize::from(argmax(fast.run(&input)?) == images.labels[i] as usize);
     }
     Ok(correct as f64 / images.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::product::splice;
+    use crate::nn::qplan::QuantPlan;
+    use crate::nn::spec::{Op, Spec};
+    use crate::quantize::export;
+    use crate::zoo::Arch;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Random folded weights and calibration ranges for a spec.
+    fn random_params(spec: &Spec, seed: u64) -> (Vec<Option<(Vec<f32>, Vec<f32>)>>, Vec<(f32, f32)>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut r = |n: usize, s: f32| (0..n).map(|_| rng.gen_range(-s..s)).collect::<Vec<f32>>();
+        let w = spec
+            .ops
+            .iter()
+            .map(|op| match *op {
+                Op::Conv { in_c, out_c, k, .. } => Some((r(out_c * in_c * k * k, 0.3), r(out_c, 0.1))),
+                Op::Dense { in_f, out_f, .. } => Some((r(in_f * out_f, 0.2), r(out_f, 0.1))),
+                _ => None,
+            })
+            .collect();
+        let ranges =
+            (0..=spec.ops.len()).map(|i| if i == 0 { (0.0, 1.0) } else { (-1.0 - i as f32 * 0.1, 2.0) }).collect();
+        (w, ranges)
+    }
+
+    /// The premise of the product evaluation: with PTQ and fixed activation
+    /// bits, exporting a mixed configuration gives exactly the splice of the
+    /// uniform exports.
+    #[test]
+    fn exported_configuration_is_the_splice_of_uniform_models() {
+        for arch in [Arch::Lenet5, Arch::Resnet8] {
+            let spec = arch.spec();
+            let (w, ranges) = random_params(&spec, 3);
+            let l = spec.weighted().len();
+            let wset = [2u8, 3, 4, 5, 6, 7, 8];
+            let a = vec![8; l];
+            let exp = |bits: &[u8]| {
+                let plan = QuantPlan::new(&spec, &ranges, bits, &a).unwrap();
+                export(&spec, &plan, |op| w[op].clone().ok_or_else(|| "no weights".to_string())).unwrap()
+            };
+            let uniform: Vec<_> = wset.iter().map(|&b| exp(&vec![b; l])).collect();
+            let mut rng = StdRng::seed_from_u64(9);
+            for _ in 0..6 {
+                let choice: Vec<usize> = (0..l).map(|_| rng.gen_range(0..wset.len())).collect();
+                let bits: Vec<u8> = choice.iter().map(|&c| wset[c]).collect();
+                assert_eq!(splice(&uniform, &choice), exp(&bits), "{} {bits:?}", spec.name);
+            }
+        }
+    }
 }

@@ -1,16 +1,22 @@
 //! The search strategies, all on the same oracle, cost and reward, and the
-//! same budget of accuracy evaluations (an evaluation the oracle's cache
-//! answers is free):
+//! same budget of accuracy evaluations (distinct configurations; a repeat is
+//! free):
 //!
 //! - `releq`: the PPO agent with an LSTM policy; an episode is a pass over
 //!   the weighted layers choosing each one's bits, rewarded at its end with
 //!   the configuration's reward (intermediate steps get 0; with gamma 0.9 and
 //!   GAE lambda 1 the return reaches every step). Updates every
-//!   `episodes_per_update` episodes.
+//!   `episodes_per_update` episodes. When the policy has converged (no new
+//!   configuration for [`RESTART_AFTER_UPDATES`] updates' worth of
+//!   episodes), it restarts from a fresh policy with a derived seed, so the
+//!   rest of the budget is not spent repeating one configuration; the best
+//!   record over all restarts is the result.
 //! - `random`: uniformly random configurations.
 //! - `greedy`: from all-8-bit, repeatedly take the single one-step lowering
 //!   of one layer's bits that raises the reward most; stop when none does.
-//! - `exhaustive`: every configuration (only when the space is small).
+//! - `exhaustive`: every configuration (only when the space is small). With
+//!   the PTQ oracle and fixed activation bits, `search` first computes the
+//!   whole space at once ([`super::product`]), so this is fast.
 
 use super::agent::{Episode, PpoAgent, PpoConfig};
 use super::env::{Env, EnvError, Record};
@@ -46,6 +52,11 @@ pub enum StrategyError {
     TooLarge(u64),
 }
 
+/// The agent restarts from a fresh policy after this many PPO updates'
+/// worth of episodes without a new configuration (it has converged; what
+/// is left of the budget is better spent exploring again).
+pub const RESTART_AFTER_UPDATES: usize = 4;
+
 /// Largest space `exhaustive` accepts.
 pub const EXHAUSTIVE_LIMIT: u64 = 20_000;
 
@@ -53,7 +64,7 @@ pub const EXHAUSTIVE_LIMIT: u64 = 20_000;
 pub type OnRecord<'a> = dyn FnMut(&Record, &Env<'_>) + 'a;
 
 fn done(env: &Env<'_>, budget: usize) -> bool {
-    env.oracle.computed >= budget
+    env.evaluations() >= budget
 }
 
 /// Run `strategy` until `budget` new evaluations (or the space is exhausted).
@@ -149,8 +160,16 @@ pub fn run(
             }
             let mut batch: Vec<Episode> = Vec::new();
             let mut ep = first_episode;
-            let mut stale = 0;
+            let (mut stale, mut since_new, mut restarts) = (0, 0, 0u64);
+            let patience = RESTART_AFTER_UPDATES * episodes_per_update.max(1);
             while !done(env, budget) && stale < 50 * budget.max(1) {
+                if since_new >= patience {
+                    // Converged: start a fresh policy on the remaining budget.
+                    restarts += 1;
+                    agent = PpoAgent::new(env.state_dim(), env.actions(), cfg, seed.wrapping_add(restarts * 7919))?;
+                    batch.clear();
+                    since_new = 0;
+                }
                 agent.begin();
                 let mut w = vec![*env.wset.iter().max().unwrap_or(&8); l];
                 let mut a = aset8(env);
@@ -167,6 +186,7 @@ pub fn run(
                 }
                 let r = env.evaluate(&w, &a, ep, "releq")?;
                 stale += usize::from(!r.new);
+                since_new = if r.new { 0 } else { since_new + 1 };
                 *e.rewards.last_mut().expect("at least one layer") = r.reward as f32;
                 on_record(&r, env);
                 batch.push(e);
