@@ -205,8 +205,11 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
+    /// Folded weights and biases per op (None: no weights).
+    type Folded = Vec<Option<(Vec<f32>, Vec<f32>)>>;
+
     /// Random folded weights and calibration ranges for a spec.
-    fn random_params(spec: &Spec, seed: u64) -> (Vec<Option<(Vec<f32>, Vec<f32>)>>, Vec<(f32, f32)>) {
+    fn random_params(spec: &Spec, seed: u64) -> (Folded, Vec<(f32, f32)>) {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut r = |n: usize, s: f32| (0..n).map(|_| rng.gen_range(-s..s)).collect::<Vec<f32>>();
         let w = spec
