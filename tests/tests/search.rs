@@ -1,15 +1,19 @@
 //! A tiny end-to-end search under QEMU: a briefly trained LeNet-5, every
 //! strategy on a small budget, the run directory's outputs, resume (nothing
-//! re-evaluated), and the latency cache (a second run measures nothing).
+//! re-evaluated), the latency cache (a second run measures nothing),
+//! exhaustive search's shared-prefix evaluation against one-by-one
+//! evaluation, activation search, and the agent's state.
 
 use releq_host::boards;
 use releq_host::data::Dataset;
 use releq_host::device::qemu::find_qemu;
+use releq_host::device::QemuDevice;
 use releq_host::device::QemuOptions;
 use releq_host::search::env::Constraints;
+use releq_host::search::oracle::{Oracle, OracleOptions};
 use releq_host::search::reward::Cost;
 use releq_host::search::strategies::Strategy;
-use releq_host::search::{read_log, search, SearchOptions};
+use releq_host::search::{open_env, read_log, search, split_seed, SearchOptions};
 use releq_host::train::{self, TrainOptions};
 use releq_host::zoo::Arch;
 use releq_tests::data_dir;
@@ -117,4 +121,82 @@ fn tiny_search_end_to_end() {
         assert_eq!(r.device_mismatches, 0);
         assert_eq!(r.table_measured_now, 0);
     }
+
+    // Exhaustive: every configuration, computed at once with shared
+    // prefixes, equals evaluating each configuration alone.
+    let out = dir.path().join("exhaustive");
+    let o = options(&ckpt, &data, &out, &cache, Strategy::Exhaustive, 1);
+    let r = search(&o).unwrap();
+    assert_eq!(r.evaluations, 243, "3^5 configurations");
+    let log = read_log(&out.join("episodes.jsonl")).unwrap();
+    let split = train::load_split(&data, Dataset::Mnist, split_seed(&o), None).unwrap();
+    let oo = OracleOptions { checkpoint: ckpt.clone(), calib_batches: 4, val_limit: 300, finetune_steps: 0 };
+    let mut alone = Oracle::new(split, oo).unwrap();
+    let mut distinct = std::collections::BTreeSet::new();
+    for rec in log.iter().step_by(17) {
+        assert_eq!(alone.accuracy(&rec.wbits, &rec.abits).unwrap(), rec.val_accuracy, "{:?}", rec.wbits);
+        distinct.insert((rec.val_accuracy * 1e6) as i64);
+    }
+    assert!(distinct.len() > 2, "accuracies should vary over the space: {distinct:?}");
+    let best = log.iter().map(|r| r.reward).fold(f64::MIN, f64::max);
+    assert!(log.iter().any(|x| x.reward == best && x.wbits == r.wbits), "exhaustive chooses the best reward");
+
+    // Activation search: both bits vary, the device still agrees bit for bit.
+    let out = dir.path().join("activations");
+    let mut o = options(&ckpt, &data, &out, &cache, Strategy::Random, 5);
+    (o.wbits, o.search_activations) = (vec![4, 8], true);
+    let r = search(&o).unwrap();
+    assert_eq!(r.device_mismatches, 0);
+    let log = read_log(&out.join("episodes.jsonl")).unwrap();
+    assert!(log.iter().any(|x| x.abits.contains(&4)), "activation bits were never lowered");
+    assert!(log.iter().all(|x| x.abits.iter().chain(&x.wbits).all(|b| [4, 8].contains(b))));
+}
+
+#[test]
+fn agent_state_holds_the_layer_and_hardware_view() {
+    let Some(data) = data_dir() else { return };
+    if find_qemu().is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TrainOptions::new(Arch::Lenet5, Dataset::Mnist, data.clone(), dir.path().join("train"));
+    (t.epochs, t.limit, t.progress) = (1, Some(1000), false);
+    train::train(&t).unwrap();
+    let ckpt = dir.path().join("train/last.safetensors");
+    let o = options(&ckpt, &data, &dir.path().join("s"), &dir.path().join("cache"), Strategy::Releq, 1);
+    let mut dev = QemuDevice::start(&o.board, None, &o.qemu).unwrap();
+    let (mut env, unit) = open_env(&o, &mut dev).unwrap();
+    assert_eq!(unit, "instructions");
+    let l = env.layers();
+    assert_eq!(l, 5);
+    assert_eq!(env.state_dim(), 11);
+    let w8 = vec![8u8; l];
+    let a8 = vec![8u8; l];
+    let states: Vec<Vec<f32>> = (0..l).map(|j| env.state(j, &w8, &a8).unwrap()).collect();
+    for (j, s) in states.iter().enumerate() {
+        assert_eq!(s.len(), 11);
+        assert!((s[0] - j as f32 / 4.0).abs() < 1e-6, "layer index feature");
+        assert_eq!(s[5], 1.0, "8 bits / 8");
+        assert!((s[6] - 1.0).abs() < 1e-6, "cost of all-8-bit is 1 (relative latency and flash)");
+        assert_eq!(s[7], 1.0, "no evaluation yet: relative accuracy 1");
+        assert_eq!(s[9], 1.0, "latency at 8 bits relative to 8 bits");
+        assert!(s.iter().all(|v| v.is_finite() && (-0.01..=1.01).contains(v)), "{s:?}");
+    }
+    // Min-max over LeNet-5's layers: out [6, 16, 120, 84, 10], in [1, 6, 256,
+    // 120, 84], kernel [5, 5, 1, 1, 1].
+    assert_eq!((states[0][1], states[0][2], states[0][3]), (0.0, 0.0, 1.0));
+    assert!((states[4][1] - 4.0 / 114.0).abs() < 1e-6 && (states[4][2] - 83.0 / 255.0).abs() < 1e-6);
+    assert_eq!(states[4][3], 0.0);
+    // Weighted layers' shares of the measured int8 latency and of flash.
+    let lat: f32 = states.iter().map(|s| s[8]).sum();
+    let flash: f32 = states.iter().map(|s| s[10]).sum();
+    assert!(lat > 0.95 && lat <= 1.0, "conv and dense layers take most of the time: {lat}");
+    assert!(flash > 0.9 && flash <= 1.0, "weights take most of the flash: {flash}");
+    assert!(states[0][8] > states[4][8], "conv1 is slower than the last dense");
+    // Lowering a layer's bits shows up in its own state and in the cost.
+    let mut w = w8.clone();
+    w[2] = 2;
+    let s = env.state(2, &w, &a8).unwrap();
+    assert_eq!(s[5], 0.25);
+    assert!(s[6] < 1.0, "lower bits, lower cost");
 }

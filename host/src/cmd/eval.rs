@@ -24,9 +24,10 @@ pub enum Impl {
 pub struct Eval {
     /// The .releq model.
     pub model: PathBuf,
-    /// Data set.
-    #[arg(long, value_enum, default_value = "mnist")]
-    pub dataset: Dataset,
+    /// Data set (default: the one the zoo model of the model's name is made
+    /// for: lenet5 -> mnist, fashion-cnn and resnet8 -> fashion-mnist).
+    #[arg(long, value_enum)]
+    pub dataset: Option<Dataset>,
     /// Data directory (default `$RELEQ_DATA` or `./data`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -54,14 +55,23 @@ impl Eval {
         let bytes = std::fs::read(&self.model).with_context(|| format!("cannot read {}", self.model.display()))?;
         let plan = Plan::from_bytes(&bytes)
             .with_context(|| format!("{} is not a valid .releq model", self.model.display()))?;
+        let dataset = match (self.dataset, releq_host::zoo::Arch::from_name(plan.model.name)) {
+            (Some(d), _) => d,
+            (None, Some(arch)) => arch.dataset(),
+            (None, None) => anyhow::bail!(
+                "{}: model `{}` is not a zoo model, so its data set is unknown: give --dataset",
+                self.model.display(),
+                plan.model.name
+            ),
+        };
         let dir = self.data_dir.clone().unwrap_or_else(data::default_data_dir);
         let images = if self.split == "val" {
-            let split = releq_host::train::load_split(&dir, self.dataset, self.seed, None)?;
+            let split = releq_host::train::load_split(&dir, dataset, self.seed, None)?;
             releq_host::train::subset(&split.images, &split.val)
         } else {
-            data::load(&dir, self.dataset, Split::Test)?
+            data::load(&dir, dataset, Split::Test)?
         };
-        check_input(&plan, &images, &self.dataset.to_string())?;
+        check_input(&plan, &images, &dataset.to_string())?;
         let count = self.count.unwrap_or(images.len()).min(images.len());
         let started = std::time::Instant::now();
         let mut correct = 0usize;
@@ -85,7 +95,7 @@ impl Eval {
         let accuracy = correct as f64 / count.max(1) as f64;
         if self.json {
             let v = serde_json::json!({
-                "model": plan.model.name, "dataset": self.dataset.to_string(), "split": self.split,
+                "model": plan.model.name, "dataset": dataset.to_string(), "split": self.split,
                 "count": count, "correct": correct, "accuracy": accuracy, "seconds": seconds,
                 "images_per_second": count as f64 / seconds.max(1e-9),
                 "impl": format!("{:?}", self.implementation).to_lowercase(),
@@ -96,7 +106,7 @@ impl Eval {
                 "{}: {:.2} % on {count} {} {} images ({correct} correct), integer inference, {:.2} s ({:.0} images/s)",
                 plan.model.name,
                 accuracy * 100.0,
-                self.dataset,
+                dataset,
                 self.split,
                 seconds,
                 count as f64 / seconds.max(1e-9)

@@ -21,6 +21,19 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// The zoo model of this name, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Arch::Lenet5, Arch::FashionCnn, Arch::Resnet8].into_iter().find(|a| a.name() == name)
+    }
+
+    /// The data set the model is made for.
+    pub fn dataset(self) -> crate::data::Dataset {
+        match self {
+            Arch::Lenet5 => crate::data::Dataset::Mnist,
+            Arch::FashionCnn | Arch::Resnet8 => crate::data::Dataset::FashionMnist,
+        }
+    }
+
     /// The network's spec.
     pub fn spec(self) -> Spec {
         match self {
