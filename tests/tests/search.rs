@@ -12,7 +12,7 @@ use releq_host::device::QemuOptions;
 use releq_host::search::env::Constraints;
 use releq_host::search::oracle::{Oracle, OracleOptions};
 use releq_host::search::reward::Cost;
-use releq_host::search::strategies::Strategy;
+use releq_host::search::strategies::{AgentOptions, Strategy};
 use releq_host::search::{open_env, read_log, search, split_seed, SearchOptions};
 use releq_host::train::{self, TrainOptions};
 use releq_host::zoo::Arch;
@@ -38,7 +38,7 @@ fn options(ckpt: &Path, data: &Path, out: &Path, cache: &Path, strategy: Strateg
         val_limit: 300,
         finetune_steps: 0,
         final_finetune_steps: 20,
-        episodes_per_update: 4,
+        agent: AgentOptions { episodes_per_update: 4, ..AgentOptions::default() },
         out: out.into(),
         cache_dir: cache.into(),
         resume: false,

@@ -5,9 +5,10 @@ use super::device_args::DeviceArgs;
 use clap::{Parser, ValueEnum};
 use releq_host::data::{self, Dataset};
 use releq_host::device::QemuOptions;
+use releq_host::search::agent::PpoConfig;
 use releq_host::search::env::Constraints;
 use releq_host::search::reward::Cost;
-use releq_host::search::strategies::Strategy;
+use releq_host::search::strategies::{AgentOptions, Strategy};
 use releq_host::search::{search, SearchOptions};
 use releq_host::train::{self, TrainState};
 use std::path::PathBuf;
@@ -112,6 +113,19 @@ pub struct SearchArgs {
     /// Episodes per PPO update.
     #[arg(long, default_value_t = 8)]
     pub episodes_per_update: usize,
+    /// Agent's Adam learning rate (ReLeQ: 1e-4).
+    #[arg(long, default_value_t = 1e-4)]
+    pub agent_lr: f64,
+    /// Weight of the agent's entropy bonus (ReLeQ: 0.01).
+    #[arg(long, default_value_t = 0.01)]
+    pub entropy: f32,
+    /// Softmax temperature of the policy (ReLeQ: 0.5).
+    #[arg(long, default_value_t = 0.5)]
+    pub temperature: f32,
+    /// Restart the agent from a fresh policy after this many updates without
+    /// a new configuration (0: never).
+    #[arg(long, default_value_t = 4)]
+    pub restart_after: usize,
     /// Latency cache directory (shared by runs; keyed by board and firmware).
     #[arg(long, env = "RELEQ_CACHE", default_value = "runs/cache")]
     pub cache_dir: PathBuf,
@@ -166,7 +180,16 @@ impl SearchArgs {
             val_limit: self.val_images,
             finetune_steps: 0,
             final_finetune_steps: 0,
-            episodes_per_update: self.episodes_per_update,
+            agent: AgentOptions {
+                ppo: PpoConfig {
+                    lr: self.agent_lr,
+                    entropy_coef: self.entropy,
+                    temperature: self.temperature,
+                    ..PpoConfig::default()
+                },
+                episodes_per_update: self.episodes_per_update,
+                restart_after: self.restart_after,
+            },
             out,
             cache_dir: self.cache_dir.clone(),
             resume: false,

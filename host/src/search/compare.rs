@@ -105,6 +105,8 @@ pub struct Comparison {
     pub exhaustive_seconds: f64,
     /// Budget of each releq / random / greedy run.
     pub budget: usize,
+    /// The agent's settings.
+    pub agent: String,
     /// Every run.
     pub runs: Vec<RunResult>,
     /// Median best reward of releq over seeds.
@@ -199,7 +201,7 @@ fn one_run(
     env.reset();
     let agent = o.search.out.join(format!("agent-{seed}.safetensors"));
     let _ = std::fs::remove_file(&agent);
-    strategies::run(strategy, env, budget, seed, o.search.episodes_per_update, &agent, 0, &mut |_, _| {})?;
+    strategies::run(strategy, env, budget, seed, &o.search.agent, &agent, 0, &mut |_, _| {})?;
     let _ = std::fs::remove_file(&agent);
     Ok((std::mem::take(&mut env.records), t.elapsed().as_secs_f64()))
 }
@@ -302,6 +304,7 @@ pub fn compare(o: &CompareOptions) -> Result<Comparison, SearchError> {
         optimum_val_accuracy: opt.val_accuracy,
         exhaustive_seconds,
         budget,
+        agent: format!("{:?}", s.agent),
         runs,
         median_releq,
         median_random,

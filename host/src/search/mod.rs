@@ -81,8 +81,8 @@ pub struct SearchOptions {
     pub finetune_steps: usize,
     /// QAT steps for the final model.
     pub final_finetune_steps: usize,
-    /// Episodes per PPO update.
-    pub episodes_per_update: usize,
+    /// The agent's settings.
+    pub agent: strategies::AgentOptions,
     /// Run directory.
     pub out: PathBuf,
     /// Latency cache directory.
@@ -283,7 +283,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         &mut env,
         o.budget,
         o.seed,
-        o.episodes_per_update,
+        &o.agent,
         &o.out.join("agent.safetensors"),
         first_episode,
         &mut on_record,

@@ -7,7 +7,7 @@
 //!   the configuration's reward (intermediate steps get 0; with gamma 0.9 and
 //!   GAE lambda 1 the return reaches every step). Updates every
 //!   `episodes_per_update` episodes. When the policy has converged (no new
-//!   configuration for [`RESTART_AFTER_UPDATES`] updates' worth of
+//!   configuration for [`AgentOptions::restart_after`] updates' worth of
 //!   episodes), it restarts from a fresh policy with a derived seed, so the
 //!   rest of the budget is not spent repeating one configuration; the best
 //!   record over all restarts is the result.
@@ -52,10 +52,24 @@ pub enum StrategyError {
     TooLarge(u64),
 }
 
-/// The agent restarts from a fresh policy after this many PPO updates'
-/// worth of episodes without a new configuration (it has converged; what
-/// is left of the budget is better spent exploring again).
-pub const RESTART_AFTER_UPDATES: usize = 4;
+/// How the `releq` strategy runs its agent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AgentOptions {
+    /// PPO hyperparameters (ReLeQ's by default).
+    pub ppo: PpoConfig,
+    /// Episodes per PPO update.
+    pub episodes_per_update: usize,
+    /// Restart from a fresh policy after this many updates' worth of
+    /// episodes without a new configuration (the policy has converged; the
+    /// rest of the budget is better spent exploring again). 0: never.
+    pub restart_after: usize,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self { ppo: PpoConfig::default(), episodes_per_update: 8, restart_after: 4 }
+    }
+}
 
 /// Largest space `exhaustive` accepts.
 pub const EXHAUSTIVE_LIMIT: u64 = 20_000;
@@ -75,7 +89,7 @@ pub fn run(
     env: &mut Env<'_>,
     budget: usize,
     seed: u64,
-    episodes_per_update: usize,
+    agent_opts: &AgentOptions,
     agent_path: &Path,
     first_episode: usize,
     on_record: &mut OnRecord<'_>,
@@ -153,7 +167,8 @@ pub fn run(
             }
         }
         Strategy::Releq => {
-            let cfg = PpoConfig::default();
+            let cfg = agent_opts.ppo;
+            let episodes_per_update = agent_opts.episodes_per_update;
             let mut agent = PpoAgent::new(env.state_dim(), env.actions(), cfg, seed)?;
             if agent_path.is_file() {
                 agent.load(agent_path)?;
@@ -161,7 +176,10 @@ pub fn run(
             let mut batch: Vec<Episode> = Vec::new();
             let mut ep = first_episode;
             let (mut stale, mut since_new, mut restarts) = (0, 0, 0u64);
-            let patience = RESTART_AFTER_UPDATES * episodes_per_update.max(1);
+            let patience = match agent_opts.restart_after {
+                0 => usize::MAX,
+                n => n * episodes_per_update.max(1),
+            };
             while !done(env, budget) && stale < 50 * budget.max(1) {
                 if since_new >= patience {
                     // Converged: start a fresh policy on the remaining budget.
