@@ -3,7 +3,8 @@
 //! Bit-exact with common's reference kernels (tests run both on the same
 //! models and inputs and require identical outputs), but faster on a PC:
 //! weights are unpacked once into `i16` rows, each output position's input
-//! patch is gathered once as `x - zero_point` in `i16`, and every output
+//! patch is copied row by row from the input converted once to
+//! `x - zero_point` in `i16`, and every output
 //! channel is a contiguous `i16 x i16 -> i32` dot product, which the compiler
 //! vectorises. The accumulation and requantization are exactly the
 //! reference's (common's `quant`), so only the loop order differs; integer
@@ -125,23 +126,31 @@ impl<'p, 'a> FastModel<'p, 'a> {
                     let (ih, iw, ic) = (in_t.shape.h as isize, in_t.shape.w as isize, in_t.shape.c as usize);
                     patch.resize(u.k, 0);
                     let oc_n = out_t.shape.c as usize;
+                    // The input as `x - zero_point` once, so patches are copies.
+                    let xs: Vec<i16> = x.iter().map(|&v| (v as i32 - zp) as i16).collect();
+                    let (kw, row) = (c.kw as isize, c.kw as usize * ic);
                     for oy in 0..out_t.shape.h as isize {
                         for ox in 0..out_t.shape.w as isize {
-                            let mut p = 0;
+                            let ix0 = ox * c.stride_w as isize - c.pad.left as isize;
                             for ky in 0..c.kh as isize {
                                 let iy = oy * c.stride_h as isize + ky - c.pad.top as isize;
-                                for kx in 0..c.kw as isize {
-                                    let ix = ox * c.stride_w as isize + kx - c.pad.left as isize;
-                                    let dst = &mut patch[p..p + ic];
-                                    if iy < 0 || iy >= ih || ix < 0 || ix >= iw {
-                                        dst.fill(0);
-                                    } else {
-                                        let base = ((iy * iw + ix) as usize) * ic;
-                                        for (d, &s) in dst.iter_mut().zip(&x[base..base + ic]) {
-                                            *d = (s as i32 - zp) as i16;
+                                let dst = &mut patch[ky as usize * row..(ky as usize + 1) * row];
+                                if iy < 0 || iy >= ih {
+                                    dst.fill(0);
+                                } else if ix0 >= 0 && ix0 + kw <= iw {
+                                    let base = ((iy * iw + ix0) as usize) * ic;
+                                    dst.copy_from_slice(&xs[base..base + row]);
+                                } else {
+                                    for kx in 0..kw {
+                                        let ix = ix0 + kx;
+                                        let d = &mut dst[kx as usize * ic..(kx as usize + 1) * ic];
+                                        if ix < 0 || ix >= iw {
+                                            d.fill(0);
+                                        } else {
+                                            let base = ((iy * iw + ix) as usize) * ic;
+                                            d.copy_from_slice(&xs[base..base + ic]);
                                         }
                                     }
-                                    p += ic;
                                 }
                             }
                             let o = ((oy * out_t.shape.w as isize + ox) as usize) * oc_n;
