@@ -316,6 +316,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
 
     // The final model: the chosen bits, fine-tuned; and the int8 reference.
     let spec = env.oracle.spec().clone();
+    let mut final_qat = true;
     let (final_model, _) = if o.final_finetune_steps > 0 {
         let (vm, net) = train::load_checkpoint(&o.checkpoint, None)?;
         let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
@@ -329,9 +330,19 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
             ..QatOptions::default()
         };
         let out = train::finetune(&vm, &net, &split, &q)?;
-        let m = crate::quantize::export(&spec, &out.plan, |op| net.folded(op).map_err(|e| e.to_string()))?;
-        (m, out.plan)
+        let qat = crate::quantize::export(&spec, &out.plan, |op| net.folded(op).map_err(|e| e.to_string()))?;
+        // Keep QAT only if it helps on the validation split (it can hurt a
+        // configuration that is already nearly lossless).
+        let (ptq, ptq_plan) = env.oracle.model(&chosen.wbits, &chosen.abits)?;
+        let val = train::subset(&split.images, &split.val);
+        if accuracy_of(&qat, &val)? >= accuracy_of(&ptq, &val)? {
+            (qat, out.plan)
+        } else {
+            final_qat = false;
+            (ptq, ptq_plan)
+        }
     } else {
+        final_qat = false;
         env.oracle.model(&chosen.wbits, &chosen.abits)?
     };
     let (int8_model, _) = env.oracle.model(&vec![8; l], &vec![8; l])?;
@@ -415,6 +426,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         device_mismatches: mismatches,
         device_checked: checked,
         evaluations,
+        final_qat_steps: if final_qat { o.final_finetune_steps } else { 0 },
         table_entries,
         table_measured_now,
         seconds: started.elapsed().as_secs_f64(),

@@ -166,6 +166,9 @@ pub struct Report {
     pub device_checked: usize,
     /// Accuracy evaluations computed.
     pub evaluations: usize,
+    /// QAT steps in the final model (0: the PTQ model was better on the
+    /// validation split, or no fine-tune was asked for).
+    pub final_qat_steps: usize,
     /// Entries in the latency table.
     pub table_entries: usize,
     /// Entries this run measured on the device (the rest came from the cache).
@@ -219,6 +222,11 @@ pub fn markdown(r: &Report) -> String {
         r.table_measured_now,
         r.seconds
     ));
+    s.push_str(&match r.final_qat_steps {
+        0 => "- final model: post-training quantization (QAT did not improve validation accuracy, or was not asked for)\n"
+            .to_string(),
+        n => format!("- final model: {n} steps of quantization-aware fine-tuning\n"),
+    });
     s
 }
 
