@@ -137,6 +137,18 @@ pub enum SearchError {
         /// Error.
         source: serde_json::Error,
     },
+    /// Exhaustive search that would fine-tune too many configurations.
+    #[error(
+        "exhaustive search with --finetune-steps {steps} would fine-tune all {configurations} configurations one \
+         by one (limit {EXHAUSTIVE_QAT_LIMIT}); use --finetune-steps 0 (every configuration at once), fewer --wbits, \
+         or another strategy"
+    )]
+    ExhaustiveQat {
+        /// Size of the space.
+        configurations: u64,
+        /// QAT steps asked for.
+        steps: usize,
+    },
     /// A run directory that exists without --resume.
     #[error("{0} already holds a search; pass --resume to continue it or choose another --out")]
     Exists(PathBuf),
@@ -157,6 +169,9 @@ pub enum SearchError {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SearchError + '_ {
     move |source| SearchError::Io { path: path.into(), source }
 }
+
+/// Largest space `exhaustive` fine-tunes configuration by configuration.
+pub const EXHAUSTIVE_QAT_LIMIT: u64 = 500;
 
 /// Read a run's `episodes.jsonl`.
 pub fn read_log(path: &Path) -> Result<Vec<Record>, SearchError> {
@@ -233,6 +248,12 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         let old = read_log(&log_path)?;
         first_episode = old.iter().map(|r| r.episode + 1).max().unwrap_or(0);
         env.restore(old);
+    }
+    if o.strategy == Strategy::Exhaustive && o.finetune_steps > 0 {
+        let n = (env.actions() as u64).saturating_pow(env.layers() as u32);
+        if n > EXHAUSTIVE_QAT_LIMIT {
+            return Err(SearchError::ExhaustiveQat { configurations: n, steps: o.finetune_steps });
+        }
     }
     if o.strategy == Strategy::Exhaustive && env.oracle.can_preload() && env.aset.len() == 1 {
         let n = (env.actions() as u64).saturating_pow(env.layers() as u32);
