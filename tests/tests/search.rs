@@ -122,6 +122,21 @@ fn tiny_search_end_to_end() {
         assert_eq!(r.table_measured_now, 0);
     }
 
+    // Step rewards (ReLeQ's per-layer evaluation): each episode also
+    // evaluates its partial configurations, which count against the budget.
+    let out = dir.path().join("steps");
+    let mut o = options(&ckpt, &data, &out, &cache, Strategy::Releq, 8);
+    o.agent.step_rewards = true;
+    search(&o).unwrap();
+    let log = read_log(&out.join("episodes.jsonl")).unwrap();
+    assert_eq!(log[0].wbits, vec![8; 5], "an episode starts from the all-8-bit configuration");
+    let first_ep: Vec<_> = log.iter().filter(|r| r.episode == log[0].episode).collect();
+    assert_eq!(first_ep.len(), 6, "start + 4 partial + final");
+    for (k, r) in first_ep.iter().enumerate().skip(1).take(4) {
+        assert!(r.wbits[k..].iter().all(|&b| b == 8), "partial configuration {k}: {:?}", r.wbits);
+    }
+    assert!(log.iter().filter(|r| r.new).count() >= 8);
+
     // Exhaustive: every configuration, computed at once with shared
     // prefixes, equals evaluating each configuration alone.
     let out = dir.path().join("exhaustive");

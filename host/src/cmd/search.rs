@@ -126,6 +126,10 @@ pub struct SearchArgs {
     /// a new configuration (0: never).
     #[arg(long, default_value_t = 4)]
     pub restart_after: usize,
+    /// Reward every step as ReLeQ does (evaluate the configuration after
+    /// each layer's choice; those evaluations count against the budget).
+    #[arg(long)]
+    pub step_rewards: bool,
     /// Latency cache directory (shared by runs; keyed by board and firmware).
     #[arg(long, env = "RELEQ_CACHE", default_value = "runs/cache")]
     pub cache_dir: PathBuf,
@@ -189,6 +193,7 @@ impl SearchArgs {
                 },
                 episodes_per_update: self.episodes_per_update,
                 restart_after: self.restart_after,
+                step_rewards: self.step_rewards,
             },
             out,
             cache_dir: self.cache_dir.clone(),

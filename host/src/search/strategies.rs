@@ -63,11 +63,17 @@ pub struct AgentOptions {
     /// episodes without a new configuration (the policy has converged; the
     /// rest of the budget is better spent exploring again). 0: never.
     pub restart_after: usize,
+    /// Reward every step, as ReLeQ does: after layer `j`'s choice the
+    /// configuration so far (later layers at their starting bits) is
+    /// evaluated and the step earns the change in reward. The returns
+    /// telescope to the final reward minus the starting one; the partial
+    /// configurations count against the budget like any other.
+    pub step_rewards: bool,
 }
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        Self { ppo: PpoConfig::default(), episodes_per_update: 8, restart_after: 4 }
+        Self { ppo: PpoConfig::default(), episodes_per_update: 8, restart_after: 4, step_rewards: false }
     }
 }
 
@@ -192,6 +198,16 @@ pub fn run(
                 let mut w = vec![*env.wset.iter().max().unwrap_or(&8); l];
                 let mut a = aset8(env);
                 let mut e = Episode { states: vec![], actions: vec![], logps: vec![], values: vec![], rewards: vec![] };
+                // With step rewards, the reward of the configuration so far
+                // (later layers at their starting bits), as a difference.
+                let mut prev = match agent_opts.step_rewards {
+                    true => {
+                        let r = env.evaluate(&w, &a, ep, "releq")?;
+                        on_record(&r, env);
+                        r.reward
+                    }
+                    false => 0.0,
+                };
                 for j in 0..l {
                     let s = env.state(j, &w, &a)?;
                     let (act, logp, v) = agent.act(&s, false)?;
@@ -201,11 +217,17 @@ pub fn run(
                     e.logps.push(logp);
                     e.values.push(v);
                     e.rewards.push(0.0);
+                    if agent_opts.step_rewards && j + 1 < l {
+                        let r = env.evaluate(&w, &a, ep, "releq")?;
+                        on_record(&r, env);
+                        *e.rewards.last_mut().expect("pushed") = (r.reward - prev) as f32;
+                        prev = r.reward;
+                    }
                 }
                 let r = env.evaluate(&w, &a, ep, "releq")?;
                 stale += usize::from(!r.new);
                 since_new = if r.new { 0 } else { since_new + 1 };
-                *e.rewards.last_mut().expect("at least one layer") = r.reward as f32;
+                *e.rewards.last_mut().expect("at least one layer") = (r.reward - prev) as f32;
                 on_record(&r, env);
                 batch.push(e);
                 ep += 1;
