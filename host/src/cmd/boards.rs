@@ -2,6 +2,8 @@
 
 use clap::Parser;
 
+/// List the boards releq knows.
+///
 /// List the boards described in `boards/` (name, core, target, counter,
 /// whether emulated).
 #[derive(Debug, Parser)]

@@ -6,6 +6,8 @@ use clap::Parser;
 use releq_host::search::compare::{compare, markdown, CompareOptions};
 use std::path::PathBuf;
 
+/// Judge the search agent against exhaustive, random and greedy search.
+///
 /// Judge the agent honestly on a small space (weights only, at most 20,000
 /// configurations, e.g. LeNet-5 with 7 bitwidths: 16,807). Evaluates every
 /// configuration with the PTQ proxy (sharing prefixes, about a minute for

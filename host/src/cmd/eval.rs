@@ -18,6 +18,8 @@ pub enum Impl {
     Reference,
 }
 
+/// Accuracy of a .releq model by the host's integer inference.
+///
 /// Accuracy of a .releq model computed by the host's integer inference: the
 /// same arithmetic the device runs, bit for bit.
 #[derive(Debug, Parser)]

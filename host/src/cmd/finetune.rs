@@ -8,6 +8,8 @@ use releq_host::zoo::Arch;
 use serde::Serialize;
 use std::path::PathBuf;
 
+/// Calibrate and fine-tune a checkpoint with fake quantization (QAT).
+///
 /// Quantization-aware fine-tuning: calibrate the checkpoint's tensor ranges,
 /// build the quantization plan for the given bits, train with fake
 /// quantization for --steps steps (plan fixed), and write DIR/qat.safetensors

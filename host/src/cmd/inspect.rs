@@ -4,6 +4,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use std::path::PathBuf;
 
+/// Print a .releq model's layers, bits, flash and arena sizes.
+///
 /// Print a .releq model: layers, shapes, weight/activation bits, flash bytes
 /// per layer, peak arena and CRC status. Exits non-zero, naming the field or
 /// byte, if the file is not a valid model.

@@ -7,6 +7,8 @@ use releq_common::validate::Plan;
 use releq_host::data::{self, Dataset, Split};
 use std::path::PathBuf;
 
+/// Measure each layer's latency on the device.
+///
 /// Run a model on the device and print each layer's measured count (executed
 /// instructions under QEMU, cycles on hardware), MACs, count per MAC and share
 /// of the total. Counts are the device's own; the overhead of the measurement

@@ -12,6 +12,8 @@ use releq_host::zoo::Arch;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// Export a checkpoint to an integer .releq model (PTQ, or after QAT).
+///
 /// Post-training quantization to a .releq file: per-channel symmetric
 /// weights, activations calibrated on training batches, batch norm folded.
 /// For a QAT checkpoint (qat.safetensors with its qat.json), the plan fixed

@@ -12,6 +12,8 @@ use releq_host::eval::{argmax, check_input, quantize_image};
 use serde::Serialize;
 use std::path::PathBuf;
 
+/// Run test images on the device and compare with the host bit for bit.
+///
 /// Run N test images on the device, compare each output bit for bit with the
 /// host's reference inference (there must be no mismatch), and report the
 /// device's accuracy and mean latency.

@@ -24,13 +24,15 @@ pub enum CostKind {
     Bits,
 }
 
+/// Search per-layer bitwidths with ReLeQ against latency measured on the device.
+///
 /// Search per-layer bitwidths of a trained model with ReLeQ (a PPO agent with
 /// an LSTM policy) under an asymmetric reward: accuracy on the validation
 /// split by bit-exact integer inference, cost from latency measured layer by
 /// layer on the device (and flash). Writes a run directory with every
-/// episode, the Pareto front (CSV and SVG), the chosen model fine-tuned
-/// (model.releq), and report.md / report.json, including an on-device check
-/// of the final model.
+/// episode, the Pareto front (CSV and SVG), the chosen model (model.releq,
+/// QAT-fine-tuned if that helps on the validation split), and report.md /
+/// report.json, including an on-device check of the final model.
 ///
 /// Reward: R = -1 if S_acc < th, else 2 * ((1 - x^0.6) * S_acc^(3 / S_acc) - 0.5),
 /// with S_acc = accuracy / float accuracy, x = cost - cost of the all-lowest-bits

@@ -14,6 +14,8 @@ pub enum Arch {
     AllKinds,
 }
 
+/// Write a model of a known topology with random weights.
+///
 /// Write a .releq model with random weights: for profiling latency (time does
 /// not depend on weight values) and for trying the tools without training.
 /// Its accuracy is chance.

@@ -6,6 +6,8 @@ use releq_host::train::{self, TrainOptions};
 use releq_host::zoo::Arch;
 use std::path::PathBuf;
 
+/// Train a zoo model in float.
+///
 /// Train a zoo model (seeded; 10 % of the training split held out for
 /// validation). Each epoch writes DIR/epoch-<k>.safetensors,
 /// DIR/last.safetensors and DIR/train.json; the end writes DIR/summary.json
