@@ -13,11 +13,12 @@ pub fn quantize_image(pixels: &[u8], q: &TensorQuant) -> Vec<i8> {
     pixels.iter().map(|&p| quantize_act(p as f32 / 255.0, q.scale, q.zero_point, q.bits)).collect()
 }
 
-/// Index of the largest output code (the first one on ties).
-pub fn argmax(out: &[i8]) -> usize {
+/// Index of the largest value (the first one on ties): the prediction rule
+/// of every path (integer codes, fake-quantized logits, the agent's policy).
+pub fn argmax<T: PartialOrd>(out: &[T]) -> usize {
     let mut best = 0;
-    for (i, &v) in out.iter().enumerate() {
-        if v > out[best] {
+    for (i, v) in out.iter().enumerate() {
+        if *v > out[best] {
             best = i;
         }
     }

@@ -342,18 +342,7 @@ fn labels(images: &Images, idx: &[usize]) -> Result<Tensor> {
 fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
     let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     let labels = labels.to_vec1::<u32>()?;
-    Ok(rows.iter().zip(&labels).filter(|(r, &l)| first_argmax(r) == l as usize).count())
-}
-
-/// Index of the first largest value.
-pub fn first_argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
+    Ok(rows.iter().zip(&labels).filter(|(r, &l)| crate::eval::argmax(r) == l as usize).count())
 }
 
 fn bar(len: usize, progress: bool) -> ProgressBar {

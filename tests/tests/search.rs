@@ -47,21 +47,34 @@ fn options(ckpt: &Path, data: &Path, out: &Path, cache: &Path, strategy: Strateg
     }
 }
 
-#[test]
-fn tiny_search_end_to_end() {
+/// The data directory, if MNIST and QEMU are both there (else the test
+/// skips with a note).
+fn prerequisites() -> Option<std::path::PathBuf> {
     let Some(data) = data_dir() else {
         eprintln!("skipped: no MNIST (set RELEQ_DATA or run scripts/setup-data.sh)");
-        return;
+        return None;
     };
     if find_qemu().is_err() {
         eprintln!("skipped: qemu-system-arm is not installed");
-        return;
+        return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut o = TrainOptions::new(Arch::Lenet5, Dataset::Mnist, data.clone(), dir.path().join("train"));
-    (o.epochs, o.limit, o.progress) = (1, Some(3000), false);
+    Some(data)
+}
+
+/// One epoch of LeNet-5 on the first `limit` MNIST training images, in
+/// `dir/train`; returns the checkpoint.
+fn tiny_lenet5(data: &Path, dir: &Path, limit: usize) -> std::path::PathBuf {
+    let mut o = TrainOptions::new(Arch::Lenet5, Dataset::Mnist, data.into(), dir.join("train"));
+    (o.epochs, o.limit, o.progress) = (1, Some(limit), false);
     train::train(&o).unwrap();
-    let ckpt = dir.path().join("train/last.safetensors");
+    dir.join("train/last.safetensors")
+}
+
+#[test]
+fn tiny_search_end_to_end() {
+    let Some(data) = prerequisites() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = tiny_lenet5(&data, dir.path(), 3000);
     let cache = dir.path().join("cache");
 
     // The agent: outputs, budget, bit-exact device check.
@@ -169,15 +182,9 @@ fn tiny_search_end_to_end() {
 
 #[test]
 fn agent_state_holds_the_layer_and_hardware_view() {
-    let Some(data) = data_dir() else { return };
-    if find_qemu().is_err() {
-        return;
-    }
+    let Some(data) = prerequisites() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut t = TrainOptions::new(Arch::Lenet5, Dataset::Mnist, data.clone(), dir.path().join("train"));
-    (t.epochs, t.limit, t.progress) = (1, Some(1000), false);
-    train::train(&t).unwrap();
-    let ckpt = dir.path().join("train/last.safetensors");
+    let ckpt = tiny_lenet5(&data, dir.path(), 1000);
     let o = options(&ckpt, &data, &dir.path().join("s"), &dir.path().join("cache"), Strategy::Releq, 1);
     let mut dev = QemuDevice::start(&o.board, None, &o.qemu).unwrap();
     let (mut env, unit) = open_env(&o, &mut dev).unwrap();

@@ -24,6 +24,7 @@
 //! the position of the sampling stream to a safetensors file, so a search
 //! resumed with [`PpoAgent::load`] continues exactly as if it had not stopped.
 
+use crate::eval::argmax;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::rnn::LSTMState;
@@ -588,11 +589,6 @@ impl PpoAgent {
         self.memory = None;
         Ok(())
     }
-}
-
-/// Index of the largest entry (the first on ties).
-fn argmax(xs: &[f32]) -> usize {
-    xs.iter().enumerate().fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
 }
 
 /// Inverse-CDF sample from log-probabilities with a uniform `u` in [0, 1).

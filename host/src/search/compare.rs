@@ -212,11 +212,10 @@ pub fn compare(o: &CompareOptions) -> Result<Comparison, SearchError> {
     std::fs::create_dir_all(&s.out).map_err(|source| SearchError::Io { path: s.out.clone(), source })?;
     let mut dev = QemuDevice::start(&s.board, None, &s.qemu)?;
     let (mut env, _unit) = open_env(s, &mut dev)?;
-    let l = env.layers();
-    let space = env.actions().pow(l as u32);
-    if space as u64 > strategies::EXHAUSTIVE_LIMIT {
-        return Err(strategies::StrategyError::TooLarge(space as u64).into());
+    if env.space() > strategies::EXHAUSTIVE_LIMIT {
+        return Err(strategies::StrategyError::TooLarge(env.space()).into());
     }
+    let space = env.space() as usize;
     let bar = |len: u64, what: &str| match s.progress {
         true => ProgressBar::new(len).with_style(
             ProgressStyle::with_template(&format!("{what} {{bar:25}} {{pos}}/{{len}} [{{elapsed}} < {{eta}}]"))

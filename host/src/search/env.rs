@@ -322,6 +322,11 @@ impl<'a> Env<'a> {
         11 + usize::from(self.aset.len() > 1)
     }
 
+    /// Number of configurations: actions to the power of layers (saturating).
+    pub fn space(&self) -> u64 {
+        (self.actions() as u64).saturating_pow(self.layers() as u32)
+    }
+
     /// Number of actions: weight bits, times activation bits when searched.
     pub fn actions(&self) -> usize {
         self.wset.len() * self.aset.len()

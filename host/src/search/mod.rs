@@ -31,7 +31,7 @@ pub mod strategies;
 use crate::boards::Board;
 use crate::data::{self, Dataset, Split};
 use crate::device::{Device, QemuDevice, QemuOptions};
-use crate::eval::{argmax, quantize_image};
+use crate::eval::quantize_image;
 use crate::train::{self, QatOptions};
 use env::{Constraints, Env, Record};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -250,13 +250,13 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         env.restore(old);
     }
     if o.strategy == Strategy::Exhaustive && o.finetune_steps > 0 {
-        let n = (env.actions() as u64).saturating_pow(env.layers() as u32);
+        let n = env.space();
         if n > EXHAUSTIVE_QAT_LIMIT {
             return Err(SearchError::ExhaustiveQat { configurations: n, steps: o.finetune_steps });
         }
     }
     if o.strategy == Strategy::Exhaustive && env.oracle.can_preload() && env.aset.len() == 1 {
-        let n = (env.actions() as u64).saturating_pow(env.layers() as u32);
+        let n = env.space();
         if n > strategies::EXHAUSTIVE_LIMIT {
             return Err(strategies::StrategyError::TooLarge(n).into());
         }
@@ -335,12 +335,15 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     let evaluations = env.evaluations();
     let predicted = chosen.latency;
 
-    // The final model: the chosen bits, fine-tuned; and the int8 reference.
+    // The final model: the chosen bits, fine-tuned if that helps on the
+    // validation split; and the int8 reference.
     let spec = env.oracle.spec().clone();
-    let mut final_qat = true;
-    let (final_model, _) = if o.final_finetune_steps > 0 {
+    let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
+    let val = train::subset(&split.images, &split.val);
+    let (ptq, _) = env.oracle.model(&chosen.wbits, &chosen.abits)?;
+    let ptq_val = accuracy_of(&ptq, &val)?;
+    let (final_model, val_accuracy, final_qat_steps) = if o.final_finetune_steps > 0 {
         let (vm, net) = train::load_checkpoint(&o.checkpoint, None)?;
-        let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
         let q = QatOptions {
             wbits: chosen.wbits.clone(),
             abits: chosen.abits.clone(),
@@ -352,19 +355,16 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         };
         let out = train::finetune(&vm, &net, &split, &q)?;
         let qat = crate::quantize::export(&spec, &out.plan, |op| net.folded(op).map_err(|e| e.to_string()))?;
-        // Keep QAT only if it helps on the validation split (it can hurt a
-        // configuration that is already nearly lossless).
-        let (ptq, ptq_plan) = env.oracle.model(&chosen.wbits, &chosen.abits)?;
-        let val = train::subset(&split.images, &split.val);
-        if accuracy_of(&qat, &val)? >= accuracy_of(&ptq, &val)? {
-            (qat, out.plan)
+        // Keep QAT only if it helps (it can hurt a configuration that is
+        // already nearly lossless).
+        let qat_val = accuracy_of(&qat, &val)?;
+        if qat_val >= ptq_val {
+            (qat, qat_val, o.final_finetune_steps)
         } else {
-            final_qat = false;
-            (ptq, ptq_plan)
+            (ptq, ptq_val, 0)
         }
     } else {
-        final_qat = false;
-        env.oracle.model(&chosen.wbits, &chosen.abits)?
+        (ptq, ptq_val, 0)
     };
     let (int8_model, _) = env.oracle.model(&vec![8; l], &vec![8; l])?;
     drop(env);
@@ -377,10 +377,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     std::fs::write(&int8_path, &int8_bytes).map_err(io(&int8_path))?;
 
     // Accuracies: validation and test by integer inference; float test by candle.
-    let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
-    let val = train::subset(&split.images, &split.val);
     let test = data::load(&o.data_dir, o.dataset, Split::Test)?;
-    let val_accuracy = accuracy_of(&final_model, &val)?;
     let test_accuracy = accuracy_of(&final_model, &test)?;
     let (_vm, net) = train::load_checkpoint(&o.checkpoint, None)?;
     let all: Vec<usize> = (0..test.len()).collect();
@@ -398,7 +395,6 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         let host = plan.run(&mut arena, &input)?.to_vec();
         let out = dev.run(&input)?;
         mismatches += usize::from(out.output != host);
-        let _ = argmax(&out.output);
         if i == 0 {
             counts = out.counts;
         }
@@ -447,7 +443,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         device_mismatches: mismatches,
         device_checked: checked,
         evaluations,
-        final_qat_steps: if final_qat { o.final_finetune_steps } else { 0 },
+        final_qat_steps,
         table_entries,
         table_measured_now,
         seconds: started.elapsed().as_secs_f64(),

@@ -152,7 +152,7 @@ pub fn run(
             }
         }
         Strategy::Exhaustive => {
-            let n = (env.actions() as u64).saturating_pow(l as u32);
+            let n = env.space();
             if n > EXHAUSTIVE_LIMIT {
                 return Err(StrategyError::TooLarge(n));
             }
