@@ -3,8 +3,9 @@
 //!
 //! For each weighted layer, with `s_in` / `s_out` the plan's input and output
 //! scales and the batch-norm-folded float weights `w` and bias `b`:
-//! - per output channel `c`: `s_w = max|w_c| / (2^(wbits-1) - 1)`, weight
-//!   codes `clamp(round(w / s_w))` (half away from zero), laid out HWC;
+//! - per output channel `c`: `s_w = qplan::weight_scale(w_c, wbits)` (the
+//!   clipping with the least squared error), weight codes
+//!   `clamp(round(w / s_w))` (half away from zero), laid out HWC;
 //! - bias `round(b_c / (s_in * s_w))` as `i32`;
 //! - requantization `quantize_multiplier(s_in * s_w / s_out)`;
 //! - the fused ReLU becomes the output clamp.

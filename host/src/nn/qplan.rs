@@ -11,8 +11,9 @@
 //! - pooling and flatten keep their input's quantization (TFLite requires it);
 //! - a residual add's output has the larger of its inputs' bits over its
 //!   calibrated range;
-//! - weights are symmetric per output channel: `scale = max|w| / (2^(b-1) - 1)`
-//!   of the (batch-norm folded) float weights of that channel.
+//! - weights are symmetric per output channel over a clipping range chosen
+//!   to minimise the squared quantization error of that channel's (batch-norm
+//!   folded) float weights: [`weight_scale`].
 
 use super::spec::{Op, Spec};
 use releq_common::quant::{choose_act_params, weight_max, MAX_BITS, MIN_BITS};
@@ -113,8 +114,39 @@ impl QuantPlan {
     }
 }
 
-/// Symmetric per-channel weight scale of one output channel's weights.
+/// Clipping candidates tried by [`weight_scale`]: `max|w| * i / CLIP_STEPS`
+/// for `i` in `1..=CLIP_STEPS`.
+pub const CLIP_STEPS: u32 = 100;
+
+/// Symmetric weight scale of one output channel's weights at `bits`.
+///
+/// Of the scales `c / (2^(b-1) - 1)` for clipping values
+/// `c = max|w| * i / CLIP_STEPS`, this returns the one whose codes
+/// `clamp(round(w / s))` reconstruct `w` with the least squared error (the
+/// largest `c` on ties, so `i = CLIP_STEPS`, plain max-abs scaling, wins
+/// when clipping does not help). At 8 bits that is nearly always max-abs; at
+/// 2 bits (codes -1, 0, 1) max-abs rounds most weights to 0, and the best
+/// clip is typically well under half the maximum. QAT and the exporter both
+/// call this, so they agree on every scale.
 pub fn weight_scale(row: &[f32], bits: u8) -> f32 {
     let m = row.iter().fold(0f32, |m, w| m.max(w.abs()));
-    (m / weight_max(bits) as f32).max(1e-12)
+    let qmax = weight_max(bits) as f32;
+    if m == 0.0 {
+        return 1e-12;
+    }
+    let mut best = (f32::INFINITY, m / qmax);
+    for i in (1..=CLIP_STEPS).rev() {
+        let s = (m * i as f32 / CLIP_STEPS as f32 / qmax).max(1e-12);
+        let err: f32 = row
+            .iter()
+            .map(|&w| {
+                let d = w - s * (w / s).round().clamp(-qmax, qmax);
+                d * d
+            })
+            .sum();
+        if err < best.0 {
+            best = (err, s);
+        }
+    }
+    best.1
 }
