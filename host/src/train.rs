@@ -520,7 +520,7 @@ pub struct QatOptions {
     pub abits: Vec<u8>,
     /// Optimisation steps (0: post-training quantization only).
     pub steps: usize,
-    /// Learning rate (constant).
+    /// Peak learning rate (Adam), decayed to 0 over the steps by a cosine.
     pub lr: f64,
     /// Batch size (also of calibration).
     pub batch: usize,
@@ -540,7 +540,7 @@ impl Default for QatOptions {
             wbits: vec![8],
             abits: vec![8],
             steps: 300,
-            lr: 5e-4,
+            lr: 1e-3,
             batch: 64,
             calib_batches: 20,
             seed: 1,
@@ -585,6 +585,7 @@ pub fn finetune(vm: &VarMap, net: &Net, split: &DataSplit, o: &QatOptions) -> Re
             order.shuffle(&mut rng(o.seed, round << 32));
         }
         let chunk: Vec<usize> = order.drain(..o.batch.max(1).min(order.len())).collect();
+        opt.set_learning_rate(cosine(o.lr, s, o.steps));
         let (loss, _) = step(net, &mut opt, &split.images, &chunk, Some(&plan))?;
         if !loss.is_finite() {
             pb.abandon();

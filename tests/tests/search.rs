@@ -11,6 +11,7 @@ use releq_host::device::QemuDevice;
 use releq_host::device::QemuOptions;
 use releq_host::search::env::Constraints;
 use releq_host::search::oracle::{Oracle, OracleOptions};
+use releq_host::search::refine::read_tried;
 use releq_host::search::reward::Cost;
 use releq_host::search::strategies::{AgentOptions, Strategy};
 use releq_host::search::{open_env, read_log, search, split_seed, SearchOptions};
@@ -38,6 +39,8 @@ fn options(ckpt: &Path, data: &Path, out: &Path, cache: &Path, strategy: Strateg
         val_limit: 300,
         finetune_steps: 0,
         final_finetune_steps: 20,
+        refine_candidates: 2,
+        refine_slack: 1.0,
         agent: AgentOptions { episodes_per_update: 4, ..AgentOptions::default() },
         out: out.into(),
         cache_dir: cache.into(),
@@ -113,6 +116,15 @@ fn tiny_search_end_to_end() {
     assert_eq!(json["latency_unit"], "instructions");
     let first = read_log(&out.join("episodes.jsonl")).unwrap();
     assert!(first.iter().filter(|r| r.new).count() >= 6);
+    // Refinement: what it tried is logged, the final model is one of them,
+    // and at most the fallback, 2 candidates and the choice were tried.
+    let tried = read_tried(&out.join("refine.jsonl")).unwrap();
+    assert_eq!(tried, report.refined);
+    assert!((1..=4).contains(&tried.len()), "{} tried", tried.len());
+    assert!(tried.iter().any(|t| t.wbits == report.wbits && t.abits == report.abits));
+    for t in &tried {
+        assert!(out.join(&t.model).is_file(), "{} missing", t.model);
+    }
 
     // Resume with a larger budget: the old evaluations are kept, not redone.
     let mut again = options(&ckpt, &data, &out, &cache, Strategy::Releq, 9);
@@ -124,6 +136,11 @@ fn tiny_search_end_to_end() {
     let new_keys: std::collections::HashSet<_> =
         log.iter().filter(|r| r.new).map(|r| (r.wbits.clone(), r.abits.clone())).collect();
     assert_eq!(new_keys.len(), log.iter().filter(|r| r.new).count(), "no configuration evaluated twice");
+    let tried2 = read_tried(&out.join("refine.jsonl")).unwrap();
+    assert_eq!(&tried2[..tried.len()], &tried[..], "resume rewrites no refinement");
+    let tuned: std::collections::HashSet<_> =
+        tried2.iter().map(|t| (t.wbits.clone(), t.abits.clone(), t.steps)).collect();
+    assert_eq!(tuned.len(), tried2.len(), "no configuration fine-tuned twice");
     // Without --resume an existing run directory is refused.
     assert!(search(&options(&ckpt, &data, &out, &cache, Strategy::Releq, 6)).is_err());
 
@@ -167,7 +184,7 @@ fn tiny_search_end_to_end() {
     }
     assert!(distinct.len() > 2, "accuracies should vary over the space: {distinct:?}");
     let best = log.iter().map(|r| r.reward).fold(f64::MIN, f64::max);
-    assert!(log.iter().any(|x| x.reward == best && x.wbits == r.wbits), "exhaustive chooses the best reward");
+    assert!(log.iter().any(|x| x.reward == best && x.wbits == r.search_wbits), "exhaustive chooses the best reward");
 
     // Activation search: both bits vary, the device still agrees bit for bit.
     let out = dir.path().join("activations");

@@ -33,8 +33,8 @@ pub struct Finetune {
     /// Fine-tuning steps (0: calibrate and evaluate only).
     #[arg(long, default_value_t = 300)]
     pub steps: usize,
-    /// Learning rate (Adam, constant).
-    #[arg(long, default_value_t = 5e-4)]
+    /// Peak learning rate (Adam), decayed to 0 over the steps by a cosine.
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Batch size.
     #[arg(long, default_value_t = 64)]

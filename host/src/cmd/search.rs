@@ -34,6 +34,11 @@ pub enum CostKind {
 /// QAT-fine-tuned if that helps on the validation split), and report.md /
 /// report.json, including an on-device check of the final model.
 ///
+/// The search ranks configurations by post-training quantization (or short
+/// QAT with --finetune-steps). Afterwards, --refine fine-tunes a few cheaper
+/// configurations from the Pareto front and keeps the cheapest one that meets
+/// --max-accuracy-loss on the whole validation split once fine-tuned.
+///
 /// Reward: R = -1 if S_acc < th, else 2 * ((1 - x^0.6) * S_acc^(3 / S_acc) - 0.5),
 /// with S_acc = accuracy / float accuracy, x = cost - cost of the all-lowest-bits
 /// model, cost = w_l * latency/latency_int8 + w_f * flash/flash_int8, and
@@ -55,9 +60,20 @@ pub struct Search {
     /// QAT steps for every evaluated configuration (0: fast PTQ proxy).
     #[arg(long, default_value_t = 0)]
     pub finetune_steps: usize,
-    /// QAT steps for the final model.
+    /// QAT steps for the final model and each refinement candidate.
     #[arg(long, default_value_t = 300)]
     pub final_finetune_steps: usize,
+    /// After the search, fine-tune up to this many configurations cheaper than
+    /// the chosen one (a binary search along the Pareto front) and keep the
+    /// cheapest that meets the constraints on the validation split once
+    /// fine-tuned. The PTQ proxy is pessimistic at low bits, which QAT recovers.
+    /// 0: fine-tune only the chosen configuration.
+    #[arg(long, default_value_t = 4)]
+    pub refine: usize,
+    /// Refinement candidates may lose up to --max-accuracy-loss plus this many
+    /// percentage points by the PTQ proxy.
+    #[arg(long, default_value_t = 1.0)]
+    pub refine_slack: f64,
     /// Test images run on the device to verify the final model.
     #[arg(long, default_value_t = 100)]
     pub verify: usize,
@@ -186,6 +202,8 @@ impl SearchArgs {
             val_limit: self.val_images,
             finetune_steps: 0,
             final_finetune_steps: 0,
+            refine_candidates: 0,
+            refine_slack: 0.0,
             agent: AgentOptions {
                 ppo: PpoConfig {
                     lr: self.agent_lr,
@@ -217,6 +235,8 @@ impl Search {
             search_activations: self.search_activations,
             finetune_steps: self.finetune_steps,
             final_finetune_steps: self.final_finetune_steps,
+            refine_candidates: self.refine,
+            refine_slack: self.refine_slack,
             resume: self.resume,
             verify_count: self.verify,
             ..self.common.options(self.out.clone())?

@@ -255,21 +255,33 @@ impl<'a> Env<'a> {
     pub fn evaluate(&mut self, wbits: &[u8], abits: &[u8], episode: usize, strategy: &str) -> Result<Record, EnvError> {
         let new = self.seen.insert((wbits.to_vec(), abits.to_vec()));
         let acc = self.oracle.accuracy(wbits, abits)?;
+        let float = self.oracle.float_acc;
+        let r = Record { episode, strategy: strategy.into(), new, ..self.score(wbits, abits, acc, float)? };
+        self.last_rel_acc = r.val_accuracy / float.max(1e-9);
+        self.records.push(r.clone());
+        Ok(r)
+    }
+
+    /// The record of a configuration whose validation accuracy is `acc`
+    /// against a float accuracy `float` on the same images (the oracle's, or
+    /// a fine-tuned model's on the whole split), without logging it:
+    /// `episode` 0, `strategy` empty, `new` false.
+    pub fn score(&mut self, wbits: &[u8], abits: &[u8], acc: f64, float: f64) -> Result<Record, EnvError> {
         let latency = self.latency(wbits, abits)?;
         let flash = self.flash(wbits);
         let c = self.cost_of(wbits, abits)?;
-        let float = self.oracle.float_acc;
         let y = acc / float.max(1e-9);
-        self.last_rel_acc = y;
         let loss = (float - acc) * 100.0;
         let k = &self.constraints;
-        let feasible = loss <= k.max_accuracy_loss
+        // Accuracies are ratios of counts: a loss of exactly the limit
+        // computes as 0.30000000000000027 and must still pass.
+        let feasible = loss <= k.max_accuracy_loss + 1e-9
             && k.max_latency.is_none_or(|m| latency <= m)
             && k.max_flash.is_none_or(|m| flash <= m);
-        let r = Record {
+        Ok(Record {
             step: self.records.len(),
-            episode,
-            strategy: strategy.into(),
+            episode: 0,
+            strategy: String::new(),
             wbits: wbits.to_vec(),
             abits: abits.to_vec(),
             val_accuracy: acc,
@@ -281,10 +293,8 @@ impl<'a> Env<'a> {
             cost: c,
             reward: reward(c, self.c_min, y, &self.params),
             feasible,
-            new,
-        };
-        self.records.push(r.clone());
-        Ok(r)
+            new: false,
+        })
     }
 
     /// The agent's state for weighted layer `j` given the bits chosen so far

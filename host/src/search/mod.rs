@@ -8,6 +8,7 @@
 //! - [`env`]: evaluation records and the agent's state;
 //! - [`agent`]: PPO with an LSTM policy (candle);
 //! - [`strategies`]: releq, random, greedy, exhaustive;
+//! - [`refine`]: QAT of cheaper candidates after the search, the final model;
 //! - [`report`]: Pareto front, plot, report;
 //! - [`compare`]: the agent against exhaustive, random and greedy.
 //!
@@ -24,6 +25,7 @@ pub mod env;
 pub mod latency;
 pub mod oracle;
 pub mod product;
+pub mod refine;
 pub mod report;
 pub mod reward;
 pub mod strategies;
@@ -32,7 +34,7 @@ use crate::boards::Board;
 use crate::data::{self, Dataset, Split};
 use crate::device::{Device, QemuDevice, QemuOptions};
 use crate::eval::quantize_image;
-use crate::train::{self, QatOptions};
+use crate::train;
 use env::{Constraints, Env, Record};
 use indicatif::{ProgressBar, ProgressStyle};
 use latency::LatencyTable;
@@ -79,8 +81,12 @@ pub struct SearchOptions {
     pub val_limit: usize,
     /// QAT steps inside the oracle (0: PTQ proxy).
     pub finetune_steps: usize,
-    /// QAT steps for the final model.
+    /// QAT steps for the final model (and each refinement candidate).
     pub final_finetune_steps: usize,
+    /// Candidates cheaper than the chosen one to fine-tune ([`refine`]).
+    pub refine_candidates: usize,
+    /// Extra proxy accuracy loss (pp) a refinement candidate may show.
+    pub refine_slack: f64,
     /// The agent's settings.
     pub agent: strategies::AgentOptions,
     /// Run directory.
@@ -329,43 +335,37 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     let records = env.records.clone();
     let table_measured_now = env.table.measured_now();
     let table_entries = env.table.entries.len();
-    let front = report::pareto(&records);
-    report::write_csv(&o.out.join("pareto.csv"), &front).map_err(io(&o.out))?;
-    report::plot(&o.out.join("pareto.svg"), &records, &front, &chosen, &int8, &unit).map_err(SearchError::Plot)?;
     let evaluations = env.evaluations();
-    let predicted = chosen.latency;
 
-    // The final model: the chosen bits, fine-tuned if that helps on the
-    // validation split; and the int8 reference.
-    let spec = env.oracle.spec().clone();
+    // The final model: the chosen bits, or a cheaper configuration that is
+    // feasible once fine-tuned (refine), on the whole validation split.
     let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
     let val = train::subset(&split.images, &split.val);
-    let (ptq, _) = env.oracle.model(&chosen.wbits, &chosen.abits)?;
-    let ptq_val = accuracy_of(&ptq, &val)?;
-    let (final_model, val_accuracy, final_qat_steps) = if o.final_finetune_steps > 0 {
-        let (vm, net) = train::load_checkpoint(&o.checkpoint, None)?;
-        let q = QatOptions {
-            wbits: chosen.wbits.clone(),
-            abits: chosen.abits.clone(),
-            steps: o.final_finetune_steps,
-            calib_batches: o.calib_batches,
-            val_limit: Some(64),
-            progress: o.progress,
-            ..QatOptions::default()
-        };
-        let out = train::finetune(&vm, &net, &split, &q)?;
-        let qat = crate::quantize::export(&spec, &out.plan, |op| net.folded(op).map_err(|e| e.to_string()))?;
-        // Keep QAT only if it helps (it can hurt a configuration that is
-        // already nearly lossless).
-        let qat_val = accuracy_of(&qat, &val)?;
-        if qat_val >= ptq_val {
-            (qat, qat_val, o.final_finetune_steps)
-        } else {
-            (ptq, ptq_val, 0)
-        }
-    } else {
-        (ptq, ptq_val, 0)
+    let (_vm, net) = train::load_checkpoint(&o.checkpoint, None)?;
+    let float_val_accuracy = train::accuracy(&net, &split.images, &split.val, 256, None)?;
+    let ro = refine::RefineOptions {
+        candidates: o.refine_candidates,
+        slack_pp: o.refine_slack,
+        steps: o.final_finetune_steps,
+        calib_batches: o.calib_batches,
+        checkpoint: o.checkpoint.clone(),
+        progress: o.progress,
     };
+    let refined = refine::refine(&mut env, &records, &chosen, &split, &val, float_val_accuracy, &ro, &o.out)?;
+    let final_model = refined.model.clone();
+    let spec = env.oracle.spec().clone();
+    let (val_accuracy, final_qat_steps) =
+        (refined.chosen.record.val_accuracy, if refined.chosen.kept_qat { refined.chosen.steps } else { 0 });
+    let final_record = records
+        .iter()
+        .find(|r| r.wbits == refined.chosen.wbits && r.abits == refined.chosen.abits)
+        .cloned()
+        .unwrap_or_else(|| chosen.clone());
+    let front = report::pareto(&records);
+    report::write_csv(&o.out.join("pareto.csv"), &front).map_err(io(&o.out))?;
+    report::plot(&o.out.join("pareto.svg"), &records, &front, &final_record, &int8, &unit)
+        .map_err(SearchError::Plot)?;
+    let predicted = final_record.latency;
     let (int8_model, _) = env.oracle.model(&vec![8; l], &vec![8; l])?;
     drop(env);
     drop(dev);
@@ -379,10 +379,8 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     // Accuracies: validation and test by integer inference; float test by candle.
     let test = data::load(&o.data_dir, o.dataset, Split::Test)?;
     let test_accuracy = accuracy_of(&final_model, &test)?;
-    let (_vm, net) = train::load_checkpoint(&o.checkpoint, None)?;
     let all: Vec<usize> = (0..test.len()).collect();
     let float_test_accuracy = train::accuracy(&net, &test, &all, 256, None)?;
-    let float_val_accuracy = train::accuracy(&net, &split.images, &split.val, 256, None)?;
 
     // Device verification and whole-model latency, measured.
     let plan = final_model.plan()?;
@@ -426,8 +424,12 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         board: o.board.name.clone(),
         strategy: format!("{:?}", o.strategy).to_lowercase(),
         latency_unit: unit,
-        wbits: chosen.wbits.clone(),
-        abits: chosen.abits.clone(),
+        wbits: refined.chosen.wbits.clone(),
+        abits: refined.chosen.abits.clone(),
+        search_wbits: chosen.wbits.clone(),
+        search_abits: chosen.abits.clone(),
+        refine_pool: refined.pool,
+        refined: refined.tried.clone(),
         layers,
         latency_total,
         latency_predicted: predicted,

@@ -136,6 +136,14 @@ pub struct Report {
     pub wbits: Vec<u8>,
     /// Per-layer activation bits (weighted layers).
     pub abits: Vec<u8>,
+    /// Weight bits the search chose by its proxy (before refinement).
+    pub search_wbits: Vec<u8>,
+    /// Activation bits the search chose by its proxy.
+    pub search_abits: Vec<u8>,
+    /// Configurations in the refinement's pool (the search's choice included).
+    pub refine_pool: usize,
+    /// Every configuration the refinement tried, in order.
+    pub refined: Vec<super::refine::Tried>,
     /// Per-layer rows.
     pub layers: Vec<LayerRow>,
     /// Measured whole-model latency of the chosen model on the device.
@@ -227,6 +235,30 @@ pub fn markdown(r: &Report) -> String {
             .to_string(),
         n => format!("- final model: {n} steps of quantization-aware fine-tuning\n"),
     });
+    let bits = |b: &[u8]| format!("{b:?}");
+    s.push_str(&format!(
+        "\n## Refinement\n\nThe search chose wbits {} abits {} by its proxy; the pool held {} configurations. \
+         Tried (accuracy on the whole validation split; feasible = within the constraints):\n\n\
+         | wbits | abits | proxy val | PTQ val | QAT val | kept | flash x int8 | reward | feasible |\n\
+         | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | --- |\n",
+        bits(&r.search_wbits),
+        bits(&r.search_abits),
+        r.refine_pool
+    ));
+    for t in &r.refined {
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} | {} | {} | {:.3} | {:.4} | {} |\n",
+            bits(&t.wbits),
+            bits(&t.abits),
+            t.proxy_val_accuracy * 100.0,
+            t.ptq_val_accuracy * 100.0,
+            t.qat_val_accuracy.map_or("-".into(), |a| format!("{:.2}", a * 100.0)),
+            if t.kept_qat { format!("QAT {}", t.steps) } else { "PTQ".into() },
+            t.record.flash_rel,
+            t.record.reward,
+            if t.record.feasible { "yes" } else { "no" }
+        ));
+    }
     s
 }
 

@@ -69,7 +69,9 @@ pub fn cost(kind: Cost, latency_rel: f64, flash_rel: f64, mean_wbits: f64) -> f6
 
 /// ReLeQ's reward for cost `c` (its minimum `c_min`) and relative accuracy `y`.
 pub fn reward(c: f64, c_min: f64, y: f64, p: &RewardParams) -> f64 {
-    if y < p.th {
+    // The tolerance keeps an accuracy exactly at the threshold (a ratio of
+    // counts, rounded) above it.
+    if y + 1e-9 < p.th {
         return -1.0;
     }
     let x = (c - c_min).max(0.0);
@@ -112,5 +114,17 @@ mod tests {
         assert_eq!(cost(Cost::Bits, 0.5, 0.25, 4.0), 0.5);
         let th = RewardParams::for_max_loss(0.3, 0.99).th;
         assert!((th - (1.0 - 0.003 / 0.99)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn accuracy_exactly_at_the_limit_is_not_punished() {
+        // 5,948 / 6,000 against 5,966 / 6,000 is a loss of exactly 0.3 pp,
+        // which f64 computes as a hair above it.
+        let (float, acc) = (5966.0 / 6000.0, 5948.0 / 6000.0);
+        assert!((float - acc) * 100.0 > 0.3);
+        let p = RewardParams::for_max_loss(0.3, float);
+        assert!(reward(0.5, 0.25, acc / float, &p) > -1.0);
+        // One image fewer is punished.
+        assert_eq!(reward(0.5, 0.25, (5947.0 / 6000.0) / float, &p), -1.0);
     }
 }
