@@ -10,7 +10,7 @@ use releq_host::device::qemu::find_qemu;
 use releq_host::device::QemuDevice;
 use releq_host::device::QemuOptions;
 use releq_host::search::env::Constraints;
-use releq_host::search::oracle::{Oracle, OracleOptions};
+use releq_host::search::oracle::{accuracy_of, Oracle, OracleOptions};
 use releq_host::search::refine::read_tried;
 use releq_host::search::reward::Cost;
 use releq_host::search::strategies::{AgentOptions, Strategy};
@@ -176,9 +176,13 @@ fn tiny_search_end_to_end() {
     let log = read_log(&out.join("episodes.jsonl")).unwrap();
     let split = train::load_split(&data, Dataset::Mnist, split_seed(&o), None).unwrap();
     let oo = OracleOptions { checkpoint: ckpt.clone(), calib_batches: 4, val_limit: 300, finetune_steps: 0 };
+    let val = train::subset(&split.images, &split.val[..300]);
     let mut alone = Oracle::new(split, oo).unwrap();
     let mut distinct = std::collections::BTreeSet::new();
     for rec in log.iter().step_by(17) {
+        // Exported alone and run whole; and by the oracle's prefix cache.
+        let model = alone.model(&rec.wbits, &rec.abits).unwrap().0;
+        assert_eq!(accuracy_of(&model, &val).unwrap(), rec.val_accuracy, "{:?}", rec.wbits);
         assert_eq!(alone.accuracy(&rec.wbits, &rec.abits).unwrap(), rec.val_accuracy, "{:?}", rec.wbits);
         distinct.insert((rec.val_accuracy * 1e6) as i64);
     }
