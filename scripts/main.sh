@@ -22,4 +22,4 @@ fi
 
 out="runs/search"
 resume=(); [ -f "$out/episodes.jsonl" ] && resume=(--resume)
-$releq search "$run/last.safetensors" --board qemu-m4 --budget 200 --out "$out" "${resume[@]}" "$@"
+$releq search "$run/last.safetensors" --board qemu-m4 --budget 1000 --out "$out" "${resume[@]}" "$@"
