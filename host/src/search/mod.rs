@@ -7,6 +7,7 @@
 //! - [`reward`]: ReLeQ's asymmetric reward with a measured cost state;
 //! - [`env`]: evaluation records and the agent's state;
 //! - [`agent`]: PPO with an LSTM policy (candle);
+//! - [`elite`]: the agent's best episodes, for self-imitation;
 //! - [`strategies`]: releq, random, greedy, exhaustive;
 //! - [`report`]: Pareto front, plot, report;
 //! - [`compare`]: the agent against exhaustive, random and greedy.
@@ -20,6 +21,7 @@
 
 pub mod agent;
 pub mod compare;
+pub mod elite;
 pub mod env;
 pub mod latency;
 pub mod oracle;
