@@ -8,7 +8,7 @@ use releq_host::device::QemuOptions;
 use releq_host::search::agent::PpoConfig;
 use releq_host::search::env::Constraints;
 use releq_host::search::reward::Cost;
-use releq_host::search::strategies::{AgentOptions, Strategy};
+use releq_host::search::strategies::{AgentOptions, Restart, Strategy};
 use releq_host::search::{search, SearchOptions};
 use releq_host::train::{self, TrainState};
 use std::path::PathBuf;
@@ -133,8 +133,8 @@ pub struct SearchArgs {
     /// Episodes per PPO update.
     #[arg(long, default_value_t = 8)]
     pub episodes_per_update: usize,
-    /// Agent's Adam learning rate (ReLeQ: 1e-4).
-    #[arg(long, default_value_t = 1e-4)]
+    /// Agent's Adam learning rate (ReLeQ: 1e-4; 3e-4 works best with self-imitation).
+    #[arg(long, default_value_t = releq_host::search::strategies::AGENT_LR)]
     pub agent_lr: f64,
     /// Weight of the agent's entropy bonus (ReLeQ: 0.01).
     #[arg(long, default_value_t = 0.01)]
@@ -150,6 +150,19 @@ pub struct SearchArgs {
     /// each layer's choice; those evaluations count against the budget).
     #[arg(long)]
     pub step_rewards: bool,
+    /// Self-imitation: the best this many distinct episodes so far join every
+    /// PPO update with advantage max(R - V, 0) (0: off, as in ReLeQ).
+    #[arg(long, default_value_t = 16)]
+    pub elite: usize,
+    /// Weight of the self-imitation advantage.
+    #[arg(long, default_value_t = 10.0)]
+    pub sil_coef: f32,
+    /// Agent's PPO optimisation steps per update (ReLeQ: 4).
+    #[arg(long, default_value_t = 4)]
+    pub epochs: usize,
+    /// What a restart keeps: `fresh` (nothing) or `warm` (the elite buffer).
+    #[arg(long, value_enum, default_value = "warm")]
+    pub restart: Restart,
     /// Latency cache directory (shared by runs; keyed by board and firmware).
     #[arg(long, env = "RELEQ_CACHE", default_value = "runs/cache")]
     pub cache_dir: PathBuf,
@@ -211,11 +224,15 @@ impl SearchArgs {
                     lr: self.agent_lr,
                     entropy_coef: self.entropy,
                     temperature: self.temperature,
+                    sil_coef: self.sil_coef,
+                    epochs: self.epochs,
                     ..PpoConfig::default()
                 },
                 episodes_per_update: self.episodes_per_update,
                 restart_after: self.restart_after,
                 step_rewards: self.step_rewards,
+                elite: self.elite,
+                restart: self.restart,
             },
             out,
             cache_dir: self.cache_dir.clone(),

@@ -17,6 +17,9 @@
 //! loss and an entropy bonus, minimised with Adam for
 //! [`PpoConfig::epochs`] full-batch steps. The LSTM is re-run over each whole
 //! sequence from a zero state, so the gradients flow through time.
+//! [`PpoAgent::update_with_elite`] adds self-imitation (Oh et al. 2018, not
+//! in ReLeQ): replayed best episodes join the batch with advantage
+//! `max(R - V, 0)` under the current policy.
 //!
 //! Everything random comes from `seed`: the initial weights and the sampling
 //! of actions (a [`StdRng`]), so a run with the same seed and the same rewards
@@ -114,6 +117,10 @@ pub struct PpoConfig {
     pub gae_lambda: f32,
     /// Full-batch optimisation steps per [`PpoAgent::update`] (4).
     pub epochs: usize,
+    /// Weight of the self-imitation advantage `max(R - V, 0)` of the elite
+    /// episodes given to [`PpoAgent::update_with_elite`] (not ReLeQ's; only
+    /// used when elite episodes are given; 10, measured in `docs/search.md`).
+    pub sil_coef: f32,
 }
 
 impl Default for PpoConfig {
@@ -128,6 +135,7 @@ impl Default for PpoConfig {
             gamma: 0.9,
             gae_lambda: 1.0,
             epochs: 4,
+            sil_coef: 10.0,
         }
     }
 }
@@ -152,6 +160,9 @@ impl PpoConfig {
         }
         if self.epochs == 0 {
             return bad("epochs must be > 0");
+        }
+        if self.sil_coef.is_nan() || self.sil_coef < 0.0 {
+            return bad("sil_coef must be >= 0");
         }
         Ok(())
     }
@@ -434,11 +445,34 @@ impl PpoAgent {
 
     /// PPO update on complete episodes (each a pass over the layers, so sequences of equal length): GAE advantages (normalised), clipped surrogate, value loss, entropy bonus, Adam; the LSTM is re-run over each whole sequence from a zero state. Returns mean losses.
     pub fn update(&mut self, episodes: &[Episode]) -> candle_core::Result<UpdateStats> {
+        self.update_with_elite(episodes, &[])
+    }
+
+    /// [`update`](Self::update) with self-imitation (Oh et al., "Self-Imitation
+    /// Learning", ICML 2018): the `elite` episodes (the best found so far,
+    /// replayed) join the batch with their log-probabilities and values
+    /// recomputed under the current policy, advantage
+    /// `sil_coef * max(R - V, 0)` (R the discounted return, not normalised,
+    /// so an elite the policy already reproduces and values correctly adds
+    /// nothing) and value target `max(R, V)`. Their `logps` and `values`
+    /// fields are ignored.
+    pub fn update_with_elite(&mut self, episodes: &[Episode], elite: &[Episode]) -> candle_core::Result<UpdateStats> {
         let (b, t) = self.check_batch(episodes)?;
+        if !elite.is_empty() {
+            let (_, te) = self.check_batch(elite)?;
+            if te != t {
+                return Err(AgentError::Episode {
+                    index: 0,
+                    problem: format!("elite episodes have {te} steps, the batch {t}"),
+                }
+                .into());
+            }
+        }
         let n = b * t;
         let (gamma, lambda) = (self.cfg.gamma, self.cfg.gae_lambda);
         let mut adv = Vec::with_capacity(n);
         let mut ret = Vec::with_capacity(n);
+        let mut old_logp: Vec<f32> = episodes.iter().flat_map(|e| e.logps.iter().copied()).collect();
         for ep in episodes {
             let mut a = vec![0.0f32; t];
             let mut gae = 0.0f32;
@@ -456,21 +490,41 @@ impl PpoAgent {
             let std = (adv.iter().map(|a| (a - mean).powi(2)).sum::<f32>() / n as f32).sqrt();
             adv.iter_mut().for_each(|a| *a = (*a - mean) / (std + 1e-8));
         }
+        let all: Vec<&Episode> = episodes.iter().chain(elite).collect();
+        let (b_all, n_all) = (all.len(), all.len() * t);
         let dev = &self.device;
-        let states: Vec<f32> = episodes.iter().flat_map(|e| e.states.iter().flatten().copied()).collect();
-        let states = Tensor::from_vec(states, (b, t, self.state_dim), dev)?;
-        let actions: Vec<u32> = episodes.iter().flat_map(|e| e.actions.iter().map(|&a| a as u32)).collect();
-        let actions = Tensor::from_vec(actions, (n, 1), dev)?;
-        let old_logp: Vec<f32> = episodes.iter().flat_map(|e| e.logps.iter().copied()).collect();
-        let old_logp = Tensor::from_vec(old_logp, n, dev)?;
-        let adv = Tensor::from_vec(adv, n, dev)?;
-        let ret = Tensor::from_vec(ret, n, dev)?;
+        let states: Vec<f32> = all.iter().flat_map(|e| e.states.iter().flatten().copied()).collect();
+        let states = Tensor::from_vec(states, (b_all, t, self.state_dim), dev)?;
+        let actions: Vec<u32> = all.iter().flat_map(|e| e.actions.iter().map(|&a| a as u32)).collect();
+        let actions = Tensor::from_vec(actions, (n_all, 1), dev)?;
+        if !elite.is_empty() {
+            let k = elite.len();
+            let (logp_now, value_now) =
+                self.forward_sequences(&states.narrow(0, b, k)?, &actions.narrow(0, n, k * t)?)?;
+            for (j, ep) in elite.iter().enumerate() {
+                let mut r = 0.0f32;
+                let mut returns = vec![0.0f32; t];
+                for i in (0..t).rev() {
+                    r = ep.rewards[i] + gamma * r;
+                    returns[i] = r;
+                }
+                for (i, &r) in returns.iter().enumerate() {
+                    let v = value_now[j * t + i];
+                    adv.push(self.cfg.sil_coef * (r - v).max(0.0));
+                    ret.push(r.max(v));
+                    old_logp.push(logp_now[j * t + i]);
+                }
+            }
+        }
+        let old_logp = Tensor::from_vec(old_logp, n_all, dev)?;
+        let adv = Tensor::from_vec(adv, n_all, dev)?;
+        let ret = Tensor::from_vec(ret, n_all, dev)?;
         let clip = f64::from(self.cfg.clip);
 
         let mut stats = UpdateStats::default();
         for _ in 0..self.cfg.epochs {
             let seq = self.net.lstm.seq(&states)?;
-            let h = self.net.lstm.states_to_tensor(&seq)?.reshape((n, self.cfg.hidden))?;
+            let h = self.net.lstm.states_to_tensor(&seq)?.reshape((n_all, self.cfg.hidden))?;
             let (logp_all, value) = self.net.heads(&h)?;
             let entropy = (logp_all.exp()? * &logp_all)?.sum(1)?.neg()?.mean_all()?;
             let logp = logp_all.gather(&actions, 1)?.squeeze(1)?;
@@ -493,6 +547,18 @@ impl PpoAgent {
             value_loss: stats.value_loss / k,
             entropy: stats.entropy / k,
         })
+    }
+
+    /// Log-probabilities of `actions` `[b * t, 1]` and values, both flat
+    /// `[b * t]`, for whole sequences `states` `[b, t, state_dim]` under the
+    /// current policy (no gradient kept).
+    fn forward_sequences(&self, states: &Tensor, actions: &Tensor) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+        let n = actions.dim(0)?;
+        let seq = self.net.lstm.seq(states)?;
+        let h = self.net.lstm.states_to_tensor(&seq)?.reshape((n, self.cfg.hidden))?.detach();
+        let (logp_all, value) = self.net.heads(&h)?;
+        let logp = logp_all.gather(actions, 1)?.squeeze(1)?.detach().to_vec1::<f32>()?;
+        Ok((logp, value.detach().to_vec1::<f32>()?))
     }
 
     /// Check a batch: non-empty, consistent, equal lengths. Returns (episodes, steps).
@@ -826,6 +892,41 @@ mod tests {
         assert!(agent.update(&[bad_action]).is_err());
         assert!(agent.update(&[e4]).is_ok(), "a batch of one shorter episode is fine");
         assert!(PpoAgent::new(3, 2, PpoConfig { epochs: 0, ..PpoConfig::default() }, 0).is_err());
+    }
+
+    #[test]
+    fn self_imitation_pulls_towards_elite() {
+        // Batches of zero-reward episodes teach nothing; an elite episode with
+        // a positive return makes its actions more likely.
+        let mut agent =
+            PpoAgent::new(TOY_DIM, TOY_ACTIONS, PpoConfig { lr: TOY_LR, ..PpoConfig::default() }, 3).unwrap();
+        let (mut elite, _) = toy_episode(&mut agent, false);
+        elite.rewards = vec![0.0, 0.0, 0.0, 0.0, 1.0];
+        let logp_of = |agent: &mut PpoAgent| -> f32 {
+            agent.begin();
+            elite.states.iter().zip(&elite.actions).map(|(s, &a)| agent.policy(s).unwrap().0[a].ln()).sum()
+        };
+        let before = logp_of(&mut agent);
+        for _ in 0..10 {
+            let batch: Vec<Episode> = (0..4)
+                .map(|_| {
+                    let (mut e, _) = toy_episode(&mut agent, false);
+                    e.rewards.iter_mut().for_each(|r| *r = 0.0);
+                    e
+                })
+                .collect();
+            agent.update_with_elite(&batch, std::slice::from_ref(&elite)).unwrap();
+        }
+        let after = logp_of(&mut agent);
+        assert!(after > before + 1.0, "elite log-probability {before} -> {after}");
+        let (mut short, _) = toy_episode(&mut agent, false);
+        short.states.pop();
+        short.actions.pop();
+        short.logps.pop();
+        short.values.pop();
+        short.rewards.pop();
+        let (ep, _) = toy_episode(&mut agent, false);
+        assert!(agent.update_with_elite(&[ep], &[short]).is_err(), "elite of another length");
     }
 
     /// Timing with ReLeQ's sizes: `cargo test --release -p releq-host --lib search::agent -- --ignored --nocapture`.

@@ -7,6 +7,7 @@
 //! - [`reward`]: ReLeQ's asymmetric reward with a measured cost state;
 //! - [`env`]: evaluation records and the agent's state;
 //! - [`agent`]: PPO with an LSTM policy (candle);
+//! - [`elite`]: the agent's best episodes, for self-imitation;
 //! - [`strategies`]: releq, random, greedy, exhaustive;
 //! - [`refine`]: QAT of cheaper candidates after the search, the final model;
 //! - [`report`]: Pareto front, plot, report;
@@ -21,6 +22,7 @@
 
 pub mod agent;
 pub mod compare;
+pub mod elite;
 pub mod env;
 pub mod latency;
 pub mod oracle;

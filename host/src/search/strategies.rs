@@ -10,7 +10,14 @@
 //!   configuration for [`AgentOptions::restart_after`] updates' worth of
 //!   episodes), it restarts from a fresh policy with a derived seed, so the
 //!   rest of the budget is not spent repeating one configuration; the best
-//!   record over all restarts is the result.
+//!   record over all restarts is the result. Self-imitation (not in ReLeQ,
+//!   on by default, [`AgentOptions::elite`]): the best distinct episodes so
+//!   far ([`super::elite`]) join every update with advantage
+//!   `sil_coef * max(R - V, 0)`, so the policy concentrates around the best
+//!   configurations found and its sampling explores their neighbourhood;
+//!   a restart ([`Restart::Warm`]) keeps them, so the fresh policy starts
+//!   imitating them at once. On LeNet-5 / MNIST this is what lets the agent
+//!   beat random search (`docs/search.md`).
 //! - `random`: uniformly random configurations.
 //! - `greedy`: from all-8-bit, repeatedly take the single one-step lowering
 //!   of one layer's bits that raises the reward most; stop when none does.
@@ -19,6 +26,7 @@
 //!   whole space at once ([`super::product`]), so this is fast.
 
 use super::agent::{Episode, PpoAgent, PpoConfig};
+use super::elite::EliteBuffer;
 use super::env::{Env, EnvError, Record};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -52,10 +60,14 @@ pub enum StrategyError {
     TooLarge(u64),
 }
 
+/// The agent's default learning rate with self-imitation (ReLeQ's 1e-4
+/// alone is slower to concentrate on the elite; measured in `docs/search.md`).
+pub const AGENT_LR: f64 = 3e-4;
+
 /// How the `releq` strategy runs its agent.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AgentOptions {
-    /// PPO hyperparameters (ReLeQ's by default).
+    /// PPO hyperparameters (ReLeQ's, except the learning rate [`AGENT_LR`]).
     pub ppo: PpoConfig,
     /// Episodes per PPO update.
     pub episodes_per_update: usize,
@@ -69,11 +81,34 @@ pub struct AgentOptions {
     /// telescope to the final reward minus the starting one; the partial
     /// configurations count against the budget like any other.
     pub step_rewards: bool,
+    /// Self-imitation: the best this many distinct episodes so far join
+    /// every PPO update ([`PpoAgent::update_with_elite`]). 0: off (ReLeQ).
+    pub elite: usize,
+    /// What a restart keeps.
+    pub restart: Restart,
+}
+
+/// What the `releq` strategy keeps when it restarts a converged agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Restart {
+    /// A fresh policy and an empty elite buffer.
+    Fresh,
+    /// A fresh policy; the elite buffer is kept, so the new policy imitates
+    /// the best episodes so far from its own random start.
+    Warm,
 }
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        Self { ppo: PpoConfig::default(), episodes_per_update: 8, restart_after: 4, step_rewards: false }
+        Self {
+            ppo: PpoConfig { lr: AGENT_LR, ..PpoConfig::default() },
+            episodes_per_update: 8,
+            restart_after: 4,
+            step_rewards: false,
+            elite: 16,
+            restart: Restart::Warm,
+        }
     }
 }
 
@@ -180,6 +215,7 @@ pub fn run(
                 agent.load(agent_path)?;
             }
             let mut batch: Vec<Episode> = Vec::new();
+            let mut elite = EliteBuffer::new(agent_opts.elite);
             let mut ep = first_episode;
             let (mut stale, mut since_new, mut restarts) = (0, 0, 0u64);
             let patience = match agent_opts.restart_after {
@@ -192,6 +228,9 @@ pub fn run(
                     restarts += 1;
                     agent = PpoAgent::new(env.state_dim(), env.actions(), cfg, seed.wrapping_add(restarts * 7919))?;
                     batch.clear();
+                    if agent_opts.restart == Restart::Fresh {
+                        elite.clear();
+                    }
                     since_new = 0;
                 }
                 agent.begin();
@@ -229,16 +268,17 @@ pub fn run(
                 since_new = if r.new { 0 } else { since_new + 1 };
                 *e.rewards.last_mut().expect("at least one layer") = (r.reward - prev) as f32;
                 on_record(&r, env);
+                elite.offer(r.reward, &e);
                 batch.push(e);
                 ep += 1;
                 if batch.len() >= episodes_per_update.max(1) {
-                    agent.update(&batch)?;
+                    agent.update_with_elite(&batch, &elite.episodes())?;
                     batch.clear();
                     agent.save(agent_path)?;
                 }
             }
             if !batch.is_empty() {
-                agent.update(&batch)?;
+                agent.update_with_elite(&batch, &elite.episodes())?;
             }
             agent.save(agent_path)?;
         }
