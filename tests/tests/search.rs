@@ -9,11 +9,12 @@ use releq_host::data::Dataset;
 use releq_host::device::qemu::find_qemu;
 use releq_host::device::QemuDevice;
 use releq_host::device::QemuOptions;
+use releq_host::search::elite::EliteBuffer;
 use releq_host::search::env::Constraints;
 use releq_host::search::oracle::{accuracy_of, Oracle, OracleOptions};
 use releq_host::search::refine::read_tried;
 use releq_host::search::reward::Cost;
-use releq_host::search::strategies::{AgentOptions, Strategy};
+use releq_host::search::strategies::{seed_elite, AgentOptions, Strategy};
 use releq_host::search::{open_env, read_log, search, split_seed, SearchOptions};
 use releq_host::train::{self, TrainOptions};
 use releq_host::zoo::Arch;
@@ -242,4 +243,28 @@ fn agent_state_holds_the_layer_and_hardware_view() {
     let s = env.state(2, &w, &a8).unwrap();
     assert_eq!(s[5], 0.25);
     assert!(s[6] < 1.0, "lower bits, lower cost");
+
+    // Resume: the log's best configurations seed the elite buffer, best
+    // first, replayed as episodes (the actions are their bits).
+    for w in [[2, 4, 8, 8, 8], [8, 8, 8, 8, 8], [4, 4, 4, 4, 4], [2, 2, 2, 2, 2], [4, 4, 4, 4, 4]] {
+        env.evaluate(&w, &a8, 0, "releq").unwrap();
+    }
+    let mut elite = EliteBuffer::new(3);
+    seed_elite(&mut env, &mut elite).unwrap();
+    let mut by_reward: Vec<_> = env.records.clone();
+    by_reward.sort_by(|a, b| b.reward.total_cmp(&a.reward));
+    by_reward.dedup_by(|a, b| a.wbits == b.wbits);
+    let want: Vec<Vec<usize>> = by_reward[..3]
+        .iter()
+        .map(|r| r.wbits.iter().map(|b| env.wset.iter().position(|x| x == b).unwrap()).collect())
+        .collect();
+    let got = elite.episodes();
+    assert_eq!(got.iter().map(|e| e.actions.clone()).collect::<Vec<_>>(), want);
+    for (e, r) in got.iter().zip(&by_reward) {
+        assert_eq!(e.states.len(), 5);
+        assert_eq!(e.rewards[4], r.reward as f32);
+        // The first state is all-8-bit's (but for the last evaluation's accuracy, feature 7).
+        let skip7 = |s: &[f32]| [&s[..7], &s[8..]].concat();
+        assert_eq!(skip7(&e.states[0]), skip7(&states[0]));
+    }
 }

@@ -39,6 +39,11 @@ impl EliteBuffer {
         self.items.iter().map(|(_, e)| e.clone()).collect()
     }
 
+    /// Most episodes kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Number kept.
     pub fn len(&self) -> usize {
         self.items.len()

@@ -216,6 +216,8 @@ pub fn run(
             }
             let mut batch: Vec<Episode> = Vec::new();
             let mut elite = EliteBuffer::new(agent_opts.elite);
+            // Resume: the log's best configurations seed the buffer again.
+            seed_elite(env, &mut elite)?;
             let mut ep = first_episode;
             let (mut stale, mut since_new, mut restarts) = (0, 0, 0u64);
             let patience = match agent_opts.restart_after {
@@ -282,6 +284,42 @@ pub fn run(
             }
             agent.save(agent_path)?;
         }
+    }
+    Ok(())
+}
+
+/// Fill `elite` from the environment's records (a resumed run's log), best
+/// reward first: each configuration is replayed as an episode from all-8-bit
+/// (states rebuilt, the reward at the last step). Log-probabilities and
+/// values are not needed: [`PpoAgent::update_with_elite`] recomputes them
+/// under the current policy. Configurations outside the action set are
+/// skipped.
+pub fn seed_elite(env: &mut Env<'_>, elite: &mut EliteBuffer) -> Result<(), StrategyError> {
+    let l = env.layers();
+    let mut recs: Vec<Record> = env.records.iter().filter(|r| r.wbits.len() == l).cloned().collect();
+    recs.sort_by(|a, b| b.reward.total_cmp(&a.reward));
+    let action = |env: &Env<'_>, w: u8, a: u8| {
+        let wi = env.wset.iter().position(|&x| x == w)?;
+        let ai = env.aset.iter().position(|&x| x == a)?;
+        Some(wi * env.aset.len() + ai)
+    };
+    for r in recs.iter().take(4 * elite.capacity()) {
+        let Some(actions) = (0..l).map(|j| action(env, r.wbits[j], r.abits[j])).collect::<Option<Vec<_>>>() else {
+            continue;
+        };
+        let mut w = vec![*env.wset.iter().max().unwrap_or(&8); l];
+        let mut a = vec![*env.aset.last().unwrap_or(&8); l];
+        let mut e = Episode::default();
+        for (j, &act) in actions.iter().enumerate() {
+            e.states.push(env.state(j, &w, &a)?);
+            (w[j], a[j]) = env.action_bits(act);
+            e.actions.push(act);
+            e.logps.push(0.0);
+            e.values.push(0.0);
+            e.rewards.push(0.0);
+        }
+        *e.rewards.last_mut().expect("at least one layer") = r.reward as f32;
+        elite.offer(r.reward, &e);
     }
     Ok(())
 }
