@@ -174,7 +174,7 @@ pub enum SearchError {
     Export(#[from] crate::quantize::ExportError),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SearchError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SearchError + '_ {
     move |source| SearchError::Io { path: path.into(), source }
 }
 
@@ -183,6 +183,12 @@ pub const EXHAUSTIVE_QAT_LIMIT: u64 = 500;
 
 /// Read a run's `episodes.jsonl`.
 pub fn read_log(path: &Path) -> Result<Vec<Record>, SearchError> {
+    read_jsonl(path)
+}
+
+/// Read a JSON-lines file of the run directory (blank lines skipped; a
+/// corrupt line is an error naming it).
+pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, SearchError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     text.lines()
         .enumerate()
@@ -349,11 +355,9 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         candidates: o.refine_candidates,
         slack_pp: o.refine_slack,
         steps: o.final_finetune_steps,
-        calib_batches: o.calib_batches,
-        checkpoint: o.checkpoint.clone(),
         progress: o.progress,
     };
-    let refined = refine::refine(&mut env, &records, &chosen, &split, &val, float_val_accuracy, &ro, &o.out)?;
+    let refined = refine::refine(&mut env, &records, &chosen, &val, float_val_accuracy, &ro, &o.out)?;
     let final_model = refined.model.clone();
     let spec = env.oracle.spec().clone();
     let (val_accuracy, final_qat_steps) =

@@ -141,23 +141,36 @@ impl Oracle {
     /// QAT), and its plan.
     pub fn model(&self, wbits: &[u8], abits: &[u8]) -> Result<(OwnedModel, QuantPlan), OracleError> {
         if self.opts.finetune_steps > 0 {
-            let (vm, net) = train::load_checkpoint(&self.opts.checkpoint, None)?;
-            let o = QatOptions {
-                wbits: wbits.to_vec(),
-                abits: abits.to_vec(),
-                steps: self.opts.finetune_steps,
-                calib_batches: self.opts.calib_batches,
-                val_limit: Some(64),
-                ..QatOptions::default()
-            };
-            let out = train::finetune(&vm, &net, &self.split, &o)?;
-            let m = export(&self.spec, &out.plan, |op| net.folded(op).map_err(|e| e.to_string()))?;
-            return Ok((m, out.plan));
+            return self.finetuned(wbits, abits, self.opts.finetune_steps, false);
         }
         let plan = QuantPlan::new(&self.spec, &self.ranges, wbits, abits)?;
         let m =
             export(&self.spec, &plan, |op| self.folded[op].clone().ok_or_else(|| format!("op {op} has no weights")))?;
         Ok((m, plan))
+    }
+
+    /// The integer model of a configuration after `steps` of QAT from the
+    /// checkpoint (calibrated on the oracle's training split), and its plan.
+    pub fn finetuned(
+        &self,
+        wbits: &[u8],
+        abits: &[u8],
+        steps: usize,
+        progress: bool,
+    ) -> Result<(OwnedModel, QuantPlan), OracleError> {
+        let (vm, net) = train::load_checkpoint(&self.opts.checkpoint, None)?;
+        let o = QatOptions {
+            wbits: wbits.to_vec(),
+            abits: abits.to_vec(),
+            steps,
+            calib_batches: self.opts.calib_batches,
+            val_limit: Some(64),
+            progress,
+            ..QatOptions::default()
+        };
+        let out = train::finetune(&vm, &net, &self.split, &o)?;
+        let m = export(&self.spec, &out.plan, |op| net.folded(op).map_err(|e| e.to_string()))?;
+        Ok((m, out.plan))
     }
 
     /// Whether [`Self::preload_weights_only`] can answer for this oracle

@@ -27,15 +27,14 @@
 //! `--resume` fine-tunes nothing twice. The test split is never used.
 
 use super::env::{Constraints, Env, Record};
-use super::SearchError;
+use super::{io, read_jsonl, SearchError};
 use crate::data::Images;
 use crate::search::oracle::accuracy_of;
-use crate::train::{self, DataSplit, QatOptions};
 use releq_common::builder::OwnedModel;
 use releq_common::validate::Plan;
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// How the refinement runs.
 #[derive(Debug, Clone)]
@@ -48,10 +47,6 @@ pub struct RefineOptions {
     pub slack_pp: f64,
     /// QAT steps (0: no fine-tuning at all, the chosen PTQ model is kept).
     pub steps: usize,
-    /// Calibration batches of the fine-tune.
-    pub calib_batches: usize,
-    /// Float checkpoint.
-    pub checkpoint: PathBuf,
     /// Progress bars.
     pub progress: bool,
 }
@@ -91,10 +86,6 @@ pub struct Refined {
     pub pool: usize,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SearchError + '_ {
-    move |source| SearchError::Io { path: path.into(), source }
-}
-
 /// The pool of step 1 (see the module doc), the chosen record last.
 pub fn pool(records: &[Record], chosen: &Record, k: &Constraints, slack_pp: f64) -> Vec<Record> {
     let mut uniq: Vec<&Record> = Vec::new();
@@ -120,22 +111,14 @@ fn key(wbits: &[u8], abits: &[u8]) -> String {
 
 /// Read `refine.jsonl` (missing: nothing tried yet).
 pub fn read_tried(path: &Path) -> Result<Vec<Tried>, SearchError> {
-    if !path.exists() {
-        return Ok(Vec::new());
+    match path.exists() {
+        true => read_jsonl(path),
+        false => Ok(Vec::new()),
     }
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|source| SearchError::Log { path: path.into(), line: i + 1, source })
-        })
-        .collect()
 }
 
 struct Ctx<'e, 'd> {
     env: &'e mut Env<'d>,
-    split: &'e DataSplit,
     val: &'e Images,
     float_val: f64,
     o: &'e RefineOptions,
@@ -168,19 +151,7 @@ impl Ctx<'_, '_> {
         let (ptq, _) = self.env.oracle.model(&r.wbits, &r.abits)?;
         let ptq_val = accuracy_of(&ptq, self.val)?;
         let (model, qat_val) = if steps > 0 {
-            let (vm, net) = train::load_checkpoint(&self.o.checkpoint, None)?;
-            let q = QatOptions {
-                wbits: r.wbits.clone(),
-                abits: r.abits.clone(),
-                steps,
-                calib_batches: self.o.calib_batches,
-                val_limit: Some(64),
-                progress: self.o.progress,
-                ..QatOptions::default()
-            };
-            let out = train::finetune(&vm, &net, self.split, &q)?;
-            let spec = self.env.oracle.spec().clone();
-            let m = crate::quantize::export(&spec, &out.plan, |op| net.folded(op).map_err(|e| e.to_string()))?;
+            let (m, _) = self.env.oracle.finetuned(&r.wbits, &r.abits, steps, self.o.progress)?;
             let acc = accuracy_of(&m, self.val)?;
             (Some(m), Some(acc))
         } else {
@@ -230,7 +201,6 @@ pub fn refine(
     env: &mut Env<'_>,
     records: &[Record],
     chosen: &Record,
-    split: &DataSplit,
     val: &Images,
     float_val: f64,
     o: &RefineOptions,
@@ -239,7 +209,7 @@ pub fn refine(
     let earlier = read_tried(&dir.join("refine.jsonl"))?;
     let pool = if o.steps > 0 { pool(records, chosen, &env.constraints, o.slack_pp) } else { vec![chosen.clone()] };
     let n = pool.len();
-    let mut c = Ctx { env, split, val, float_val, o, dir, earlier, tried: vec![], models: vec![] };
+    let mut c = Ctx { env, val, float_val, o, dir, earlier, tried: vec![], models: vec![] };
     // The chosen configuration's PTQ model is the fallback.
     let fallback = c.try_config(chosen, false)?;
     let (mut lo, mut hi, mut left) = (0, n - 1, o.candidates);
