@@ -2,9 +2,11 @@
 //!
 //! The host and the firmware both run models through [`Plan::run_layer`], so
 //! the host's outputs are the device's, bit for bit. The firmware times each
-//! call; the host simply loops with [`Plan::run`].
+//! call; the host simply loops with [`Plan::run`]. Both run the build's
+//! [`Native`] kernels; [`Plan::run_layer_with`] runs any other set (tests
+//! compare them all with [`crate::kernels::Reference`]).
 
-use crate::kernels::reference as k;
+use crate::kernels::{Kernels, Native};
 use crate::model::Layer;
 use crate::quant::{act_max, act_min};
 use crate::validate::Plan;
@@ -59,12 +61,14 @@ impl<'b> Inputs<'b> {
     }
 }
 
-/// Split the arena into the output range and the rest. The planner never lets
-/// a live input overlap the output, so every input lies wholly on one side.
-fn split(arena: &mut [i8], out: Range<usize>) -> (&mut [i8], Inputs<'_>) {
+/// Split the arena into the output range, the rest of the tensors and the
+/// scratch region (from `scratch` on). The planner never lets a live input
+/// overlap the output, so every input lies wholly on one side.
+fn split(arena: &mut [i8], out: Range<usize>, scratch: usize) -> (&mut [i8], Inputs<'_>, &mut [i8]) {
+    let (arena, tail) = arena.split_at_mut(scratch);
     let (lo, rest) = arena.split_at_mut(out.start);
     let (o, hi) = rest.split_at_mut(out.end - out.start);
-    (o, Inputs { lo, hi, hi_start: out.end })
+    (o, Inputs { lo, hi, hi_start: out.end }, tail)
 }
 
 impl Plan<'_> {
@@ -93,28 +97,35 @@ impl Plan<'_> {
         Ok(())
     }
 
-    /// Run layer `i`. The arena must have passed [`Self::check_arena`] (or
-    /// [`Self::load_input`]) and earlier layers must have run.
+    /// Run layer `i` with the build's kernels. The arena must have passed
+    /// [`Self::check_arena`] (or [`Self::load_input`]) and earlier layers
+    /// must have run.
+    #[inline]
     pub fn run_layer(&self, i: usize, arena: &mut [i8]) {
+        self.run_layer_with::<Native>(i, arena)
+    }
+
+    /// Run layer `i` with the kernel set `K` (as [`Self::run_layer`]).
+    pub fn run_layer_with<K: Kernels>(&self, i: usize, arena: &mut [i8]) {
         let layer = &self.model.layers[i];
         let out_t = &self.tensors[i + 1];
         let in_t = &self.tensors[layer.input() as usize];
         if let Layer::Reshape(_) = layer {
             return; // aliases its input
         }
-        let (out, rest) = split(arena, out_t.range());
+        let (out, rest, scratch) = split(arena, out_t.range(), self.scratch_offset);
         let input = rest.get(in_t.range());
         let in_zp = in_t.quant.zero_point;
         match layer {
-            Layer::Conv2d(l) => k::conv2d(l, in_t.shape, in_zp, input, out_t.shape, out),
-            Layer::DepthwiseConv2d(l) => k::depthwise_conv2d(l, in_t.shape, in_zp, input, out_t.shape, out),
-            Layer::Dense(l) => k::dense(l, in_zp, input, out),
-            Layer::MaxPool2d(p) => k::max_pool(p, in_t.shape, input, out_t.shape, out),
-            Layer::AvgPool2d(p) => k::avg_pool(p, in_t.shape, input, out_t.shape, out),
+            Layer::Conv2d(l) => K::conv2d(l, in_t.shape, in_zp, input, out_t.shape, out, scratch),
+            Layer::DepthwiseConv2d(l) => K::depthwise_conv2d(l, in_t.shape, in_zp, input, out_t.shape, out),
+            Layer::Dense(l) => K::dense(l, in_zp, input, out, scratch),
+            Layer::MaxPool2d(p) => K::max_pool(p, in_t.shape, input, out_t.shape, out),
+            Layer::AvgPool2d(p) => K::avg_pool(p, in_t.shape, input, out_t.shape, out),
             Layer::Add(a) => {
                 let o_t = &self.tensors[a.other as usize];
                 let other = rest.get(o_t.range());
-                k::add(a, in_zp, input, o_t.quant.zero_point, other, out)
+                K::add(a, in_zp, input, o_t.quant.zero_point, other, out)
             }
             Layer::Reshape(_) => {}
         }
@@ -127,9 +138,14 @@ impl Plan<'_> {
 
     /// Run the whole model on `input`; returns the output codes.
     pub fn run<'b>(&self, arena: &'b mut [i8], input: &[i8]) -> Result<&'b [i8], RunError> {
+        self.run_with::<Native>(arena, input)
+    }
+
+    /// Run the whole model with the kernel set `K`.
+    pub fn run_with<'b, K: Kernels>(&self, arena: &'b mut [i8], input: &[i8]) -> Result<&'b [i8], RunError> {
         self.load_input(arena, input)?;
         for i in 0..self.model.layers.len() {
-            self.run_layer(i, arena);
+            self.run_layer_with::<K>(i, arena);
         }
         Ok(self.output_of(arena))
     }

@@ -11,6 +11,7 @@ use crate::quant::{act_max, act_min, add_params, quantize_multiplier, weight_max
 use crate::validate::Plan;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::string::ToString;
 use std::vec::Vec;
 
 /// The float parameters a random weighted layer was made from.
@@ -246,6 +247,99 @@ pub fn lenet5_random(seed: u64, wbits: [u8; 5], abits: [u8; 5]) -> OwnedModel {
     let (l, p, _) = dense_layer(&mut rng, t, 84, &q, 10, wbits[4], abits[4], Activation::None);
     m.push(l, Some(p.weights));
     m
+}
+
+/// A one-layer model of random kind (convolution, depthwise, dense, or,
+/// one time in eight, a pooling layer) with random geometry (kernel 1..=5
+/// per axis, strides 1..=3, padding per side, input 1..=12 pixels per axis
+/// with 1..=33 channels, including the 1- to 3-channel first convolutions),
+/// and random weight, input and output bits 2..=8: the shapes the fast
+/// kernels' edge cases (odd channels, odd pixels, partial weight groups,
+/// padding) come from.
+pub fn random_layer_model(seed: u64) -> OwnedModel {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_1a7e);
+    let b = |rng: &mut StdRng| rng.gen_range(MIN_BITS..=MAX_BITS);
+    let (wbits, in_bits, out_bits) = (b(&mut rng), b(&mut rng), b(&mut rng));
+    let act = [Activation::None, Activation::Relu, Activation::Relu6][rng.gen_range(0..3)];
+    let relu_in = rng.gen_bool(0.5);
+    let in_q = random_quant(&mut rng, in_bits, relu_in);
+    let kind = rng.gen_range(0..8);
+    let (kh, kw) = (rng.gen_range(1..=5u8), rng.gen_range(1..=5u8));
+    let chans = [1u16, 1, 2, 3, 3, 4, 5, 6, 7, 8, 16, 17, 32, 33];
+    let c = chans[rng.gen_range(0..chans.len())];
+    let pad = |rng: &mut StdRng, k: u8| rng.gen_range(0..k);
+    let padding = Padding {
+        top: pad(&mut rng, kh),
+        left: pad(&mut rng, kw),
+        bottom: pad(&mut rng, kh),
+        right: pad(&mut rng, kw),
+    };
+    let (ih, iw) = (rng.gen_range(kh as u16..=12), rng.gen_range(kw as u16..=12));
+    let (sh, sw) = (rng.gen_range(1..=3u8), rng.gen_range(1..=3u8));
+    let shape = if kind == 2 || kind == 3 { Shape::new(1, 1, rng.gen_range(1..=300)) } else { Shape::new(ih, iw, c) };
+    let mut m = OwnedModel::new(std::format!("layer-{seed}"), shape, in_q);
+    let conv = |out_c, w_out: TensorQuant| Conv2d {
+        input: 0,
+        out_c,
+        kh,
+        kw,
+        stride_h: sh,
+        stride_w: sw,
+        pad: padding,
+        act,
+        clamp: activation_clamp(act, &w_out),
+        out: w_out,
+        w: NO_WEIGHTS,
+    };
+    match kind {
+        0 | 1 | 4 => {
+            let out_c = [1u16, 2, 3, 5, 6, 8, 16, 17][rng.gen_range(0..8)];
+            let k = kh as usize * kw as usize * c as usize;
+            let (p, out) =
+                random_weighted(&mut rng, &in_q, out_c as usize, k, wbits, out_bits, act != Activation::None);
+            m.push(Layer::Conv2d(conv(out_c, out)), Some(p.weights));
+        }
+        2 | 3 => {
+            let out_f = rng.gen_range(1..=13);
+            let (l, p, _) = dense_layer(&mut rng, 0, shape.len(), &in_q, out_f, wbits, out_bits, act);
+            m.push(l, Some(p.weights));
+        }
+        5 | 6 => {
+            let k = kh as usize * kw as usize;
+            let (p, out) = random_weighted(&mut rng, &in_q, c as usize, k, wbits, out_bits, act != Activation::None);
+            m.push(Layer::DepthwiseConv2d(conv(c, out)), Some(p.weights));
+        }
+        _ => {
+            let pool = Pool { input: 0, kh, kw, stride_h: sh, stride_w: sw, pad: padding };
+            let layer = if rng.gen_bool(0.5) { Layer::MaxPool2d(pool) } else { Layer::AvgPool2d(pool) };
+            m.push(layer, None);
+        }
+    }
+    m
+}
+
+/// The same test body for every kernel set: run `seed`'s
+/// [`random_layer_model`] (and a random input) with `K` and with the
+/// reference kernels, and describe the first difference, if any.
+pub fn check_kernels<K: crate::kernels::Kernels>(seed: u64) -> Result<(), std::string::String> {
+    let owned = random_layer_model(seed);
+    let plan = owned.plan().map_err(|e| std::format!("seed {seed}: invalid model: {e}"))?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let input = random_input(&mut rng, &plan);
+    let mut a = std::vec![0i8; plan.arena_bytes];
+    let mut b = std::vec![0x55i8; plan.arena_bytes];
+    let want = plan.run_with::<crate::kernels::Reference>(&mut a, &input).map_err(|e| e.to_string())?.to_vec();
+    let got = plan.run_with::<K>(&mut b, &input).map_err(|e| e.to_string())?;
+    match want.iter().zip(got).position(|(w, g)| w != g) {
+        None => Ok(()),
+        Some(i) => Err(std::format!(
+            "seed {seed}: {} differs from the reference at output {i}: {} vs {} ({:?})",
+            K::NAME,
+            got[i],
+            want[i],
+            plan.model.layers[0]
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@
 //!   are placed largest first (ties in production order) at the lowest
 //!   4-byte-aligned offset that does not overlap any tensor alive at the same
 //!   time, as TFLite Micro's greedy planner does; the arena size is the
-//!   highest end offset, rounded up to 4. The firmware runs this same code, so the
+//!   highest end offset, rounded up to 4. After the tensors comes the
+//!   scratch region the fast kernels use (im2col columns, gather tables:
+//!   [`crate::kernels::scratch_bytes`], the largest over the layers), and it
+//!   is counted in the arena. The firmware runs this same code, so the
 //!   host's figure is the device's.
 
 use crate::model::{Layer, Model, Shape, TensorQuant, Weights, MAX_LAYERS, MAX_NAME};
@@ -223,8 +226,10 @@ pub struct Plan<'a> {
     pub model: Model<'a>,
     /// Tensor 0 is the input, tensor `i + 1` the output of layer `i`.
     pub tensors: heapless::Vec<TensorInfo, MAX_TENSORS>,
-    /// Bytes of activation arena the model needs.
+    /// Bytes of arena the model needs: tensors, then the kernels' scratch.
     pub arena_bytes: usize,
+    /// Where the scratch region starts (the end of the tensors, aligned).
+    pub scratch_offset: usize,
 }
 
 fn range_check(v: i64, min: i64, max: i64, err: impl Fn(Problem) -> ModelError) -> Result<(), ModelError> {
@@ -284,6 +289,18 @@ fn check_weights(
     range_check(w.bits as i64, MIN_BITS as i64, MAX_BITS as i64, |p| err(Field::WeightBits, p))?;
     let row = (k * w.bits as u64).div_ceil(8);
     check_len(w.packed.len(), out_c as u64 * row, Field::Weights, err)?;
+    // The unused high bits of each row's last byte are zero (the fast
+    // kernels multiply whole bytes, so they must not hold stray bits).
+    let used = (k * w.bits as u64) % 8;
+    if used != 0 && row > 0 {
+        let mask = (1u32 << used) - 1;
+        for c in 0..out_c {
+            let last = w.packed[(c as u64 * row + row - 1) as usize] as u32;
+            if last & !mask != 0 {
+                return Err(err(Field::Weights, Problem::OutOfRange { value: last as i64, min: 0, max: mask as i64 }));
+            }
+        }
+    }
     check_len(w.bias.len(), out_c as u64 * 4, Field::Bias, err)?;
     check_len(w.multiplier.len(), out_c as u64 * 4, Field::Multiplier, err)?;
     check_len(w.shift.len(), out_c as u64, Field::Shift, err)?;
@@ -445,8 +462,15 @@ impl<'a> Plan<'a> {
             let _ = tensors.push(TensorInfo { shape, quant, offset: 0 });
         }
 
-        let arena_bytes = plan_arena(&model, &mut tensors);
-        Ok(Plan { model, tensors, arena_bytes })
+        let scratch_offset = plan_arena(&model, &mut tensors);
+        let scratch = model
+            .layers
+            .iter()
+            .map(|l| crate::kernels::scratch_bytes(l, tensors[l.input() as usize].shape))
+            .max()
+            .unwrap_or(0);
+        let arena_bytes = scratch_offset + scratch.next_multiple_of(ARENA_ALIGN);
+        Ok(Plan { model, tensors, arena_bytes, scratch_offset })
     }
 
     /// The shape of the model's output.

@@ -167,12 +167,22 @@ fn byte_arrays_must_have_exact_lengths() {
 /// input and the first conv's output alive together: 300 + 800. Largest
 /// first: t1 at 0, t0 after it at 800, t2 (alive with t1) at 800, t3 at 0,
 /// t4 (alive with t2 and t3) at 200, t5 at 0, t6 and its alias t7 at 128,
-/// t8 at 0, t9 at 16.
+/// t8 at 0, t9 at 16. Then the kernels' scratch: the largest is a
+/// convolution's (`conv2d_scratch`), checked against the layers here.
 #[test]
 fn arena_size_is_the_computed_peak() {
     let owned = random_model(1, true);
     let plan = owned.plan().unwrap();
-    assert_eq!(plan.arena_bytes, 1100);
+    assert_eq!(plan.scratch_offset, 1100);
+    let scratch = plan
+        .model
+        .layers
+        .iter()
+        .map(|l| releq_common::kernels::scratch_bytes(l, plan.tensors[l.input() as usize].shape))
+        .max()
+        .unwrap();
+    assert!(scratch > 0);
+    assert_eq!(plan.arena_bytes, 1100 + scratch.next_multiple_of(4));
     let offsets: Vec<u32> = plan.tensors.iter().map(|t| t.offset).collect();
     assert_eq!(offsets, vec![800, 0, 800, 0, 200, 0, 128, 128, 0, 16]);
 }

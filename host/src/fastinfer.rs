@@ -201,7 +201,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(seed);
         for _ in 0..5 {
             let input = random_input(&mut rng, &plan);
-            let want = plan.run(&mut arena, &input).unwrap().to_vec();
+            let want = plan.run_with::<releq_common::kernels::Reference>(&mut arena, &input).unwrap().to_vec();
             assert_eq!(fast.run(&input).unwrap(), &want[..], "{}", plan.model.name);
         }
     }

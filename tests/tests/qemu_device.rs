@@ -88,7 +88,7 @@ fn bit_exact_on(board_name: &str) {
     let mut arena = vec![0i8; plan.arena_bytes];
     for _ in 0..3 {
         let input = random_input(&mut rng, &plan);
-        let want = plan.run(&mut arena, &input).unwrap().to_vec();
+        let want = plan.run_with::<releq_common::kernels::Reference>(&mut arena, &input).unwrap().to_vec();
         let got = dev.run(&input).unwrap();
         assert_eq!(got.output, want, "{board_name}: device output differs from the host's");
         assert_eq!(got.counts.len(), layers);
@@ -181,7 +181,10 @@ fn wrong_input_length_is_a_run_error() {
     // A good run after the error.
     let mut arena = vec![0i8; plan.arena_bytes];
     let input = vec![1i8; expected as usize];
-    assert_eq!(dev.run(&input).unwrap().output, plan.run(&mut arena, &input).unwrap());
+    assert_eq!(
+        dev.run(&input).unwrap().output,
+        plan.run_with::<releq_common::kernels::Reference>(&mut arena, &input).unwrap()
+    );
     // Too large for one frame: refused on the host.
     assert!(matches!(dev.run(&vec![0i8; 5000]), Err(LinkError::RequestTooLarge { .. })));
     drop(dev);

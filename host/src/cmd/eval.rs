@@ -89,7 +89,10 @@ impl Eval {
                 let mut arena = vec![0i8; plan.arena_bytes];
                 for i in 0..count {
                     let input = quantize_image(images.image(i), &plan.input().quant);
-                    correct += usize::from(argmax(plan.run(&mut arena, &input)?) == images.labels[i] as usize);
+                    correct += usize::from(
+                        argmax(plan.run_with::<releq_common::kernels::Reference>(&mut arena, &input)?)
+                            == images.labels[i] as usize,
+                    );
                 }
             }
         }

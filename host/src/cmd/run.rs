@@ -85,7 +85,7 @@ impl Run {
         let mut first = Vec::new();
         for i in 0..count {
             let input = quantize_image(images.image(i), &plan.input().quant);
-            let host = plan.run(&mut arena, &input)?.to_vec();
+            let host = plan.run_with::<releq_common::kernels::Reference>(&mut arena, &input)?.to_vec();
             let out = dev.run(&input).with_context(|| format!("running test image {i} on the device"))?;
             let label = images.labels[i] as usize;
             correct += usize::from(argmax(&out.output) == label);

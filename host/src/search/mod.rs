@@ -396,7 +396,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     let checked = o.verify_count.min(test.len());
     for i in 0..checked {
         let input = quantize_image(test.image(i), &plan.input().quant);
-        let host = plan.run(&mut arena, &input)?.to_vec();
+        let host = plan.run_with::<releq_common::kernels::Reference>(&mut arena, &input)?.to_vec();
         let out = dev.run(&input)?;
         mismatches += usize::from(out.output != host);
         if i == 0 {

@@ -1,0 +1,559 @@
+//! The fast kernels: one body of code generic over [`Mac`], run with
+//! [`super::dsp::Dsp`] on Cortex-M4/M7 and [`super::mac::Portable`]
+//! elsewhere. Bit-exact with [`super::reference`]: the same accumulator
+//! (integer sums do not depend on order) and the same requantisation
+//! ([`super::requant`] proves its shortcut).
+//!
+//! # Convolution and dense: im2col into lane words, blocked dot products
+//! For each pair of output pixels the input patch is gathered into two
+//! columns of signed 16-bit lanes holding `x - zero_point` (the input offset
+//! is folded in here, once per element, shared by every output channel; a
+//! padded position holds 0). Then every pair of output channels takes its
+//! dot products with both columns at once (2 x 2 blocking: each decoded
+//! weight lane word and each column word is used twice), with `SMLAD`:
+//! two products per instruction. Dense layers convert the input vector once
+//! and take four rows at a time.
+//!
+//! # Weights are read as stored
+//! Rows are [`crate::pack`]'s bit streams, read a group at a time and
+//! decoded into lane words in registers:
+//! - 8 bits: two words of four weights, split with `SXTB16` and
+//!   `SXTB16 ROR 8` into lanes (w0,w2) (w1,w3) (w4,w6) (w5,w7);
+//! - 4 bits: one word of eight weights; `(v << 4) & 0xf0f0f0f0` and
+//!   `v & 0xf0f0f0f0` put each nibble in the top of a byte, so `SXTB16`
+//!   gives 16 times the weight: (w0,w4) (w2,w6) (w1,w5) (w3,w7);
+//! - 2 bits: one word of sixteen weights, four masks, 64 times the weight;
+//! - 3, 5, 6, 7 bits: eight weights from `bits` bytes, each sign-extended
+//!   from its bit field, lanes (w0,w1) (w2,w3) ...
+//!
+//! The column is written in the matching lane order, so the decode needs no
+//! shuffles. The scaled sum (x16, x64) is shifted back exactly (every term
+//! is a multiple of the scale) before the bias is added. A row's last,
+//! partial group is read byte by byte into a zero-padded group: the stream's
+//! unused bits are zero and so are the column's padded lanes.
+//!
+//! # Limits
+//! Layers with more than [`MAX_K`] weights per output (where the scaled sum
+//! could overflow `i32`), or given too little scratch, run the reference
+//! kernel instead. Depthwise convolution runs a direct loop per channel with
+//! weights decoded once; pooling and add run the reference kernels.
+
+use super::mac::{pack_lanes, Mac};
+use super::requant::Requant;
+use super::{clamp_bounds, reference};
+use crate::model::{Conv2d, Dense, Shape, Weights};
+use crate::pack;
+
+/// Columns are padded to a multiple of this many lanes (the largest group).
+pub const COL_ALIGN: usize = 16;
+
+/// Most weights per output the blocked kernels take: `MAX_K * 255 * 128`
+/// (the largest scaled sum) fits in `i32`.
+pub const MAX_K: usize = (i32::MAX as u32 / (255 * 128)) as usize;
+
+/// Longest depthwise window the fast depthwise kernel takes.
+pub const MAX_DW_WINDOW: usize = 64;
+
+fn padded(k: usize) -> usize {
+    k.div_ceil(COL_ALIGN) * COL_ALIGN
+}
+
+/// Scratch bytes [`conv2d`] needs for `k` weights per output: two columns
+/// of 16-bit lanes and a gather table of `u32` offsets, plus alignment slack.
+pub const fn conv2d_scratch(k: usize) -> usize {
+    let kp = k.div_ceil(COL_ALIGN) * COL_ALIGN;
+    2 * 2 * kp + 4 * kp + 4
+}
+
+/// Scratch bytes [`dense`] needs for `k` inputs: one column.
+pub const fn dense_scratch(k: usize) -> usize {
+    2 * k.div_ceil(COL_ALIGN) * COL_ALIGN + 4
+}
+
+/// Weights per group.
+const fn group_weights(bits: u8) -> usize {
+    if bits == 2 {
+        16
+    } else {
+        8
+    }
+}
+
+/// Bytes per group.
+const fn group_bytes(bits: u8) -> usize {
+    match bits {
+        2 | 4 => 4,
+        8 => 8,
+        b => b as usize,
+    }
+}
+
+/// Lane words per group.
+const fn group_lanes(bits: u8) -> usize {
+    group_weights(bits) / 2
+}
+
+/// Exact right shift undoing the decode's scale.
+const fn scale_shift(bits: u8) -> u32 {
+    match bits {
+        2 => 6,
+        4 => 4,
+        _ => 0,
+    }
+}
+
+/// Lane (16-bit position in the group's column words) of weight `r` of a group.
+const fn slot(bits: u8, r: usize) -> usize {
+    match bits {
+        8 => {
+            let (q, rr) = (r / 4, r % 4);
+            2 * (2 * q + rr % 2) + rr / 2
+        }
+        2 | 4 => {
+            let n = 8 / bits as usize;
+            let (b, s) = (r / n, r % n);
+            2 * (2 * s + b % 2) + b / 2
+        }
+        _ => r,
+    }
+}
+
+#[inline(always)]
+fn word(g: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([g[at], g[at + 1], g[at + 2], g[at + 3]])
+}
+
+/// Decode one group (`group_bytes(BITS)` bytes; for the odd widths `BITS` is
+/// 0 and `bits` the width) into lane words.
+#[inline(always)]
+fn decode<M: Mac, const BITS: u8>(g: &[u8], bits: u8) -> [u32; 8] {
+    let mut l = [0u32; 8];
+    match BITS {
+        8 => {
+            let (v0, v1) = (word(g, 0), word(g, 4));
+            l[0] = M::sxtb16(v0);
+            l[1] = M::sxtb16_ror8(v0);
+            l[2] = M::sxtb16(v1);
+            l[3] = M::sxtb16_ror8(v1);
+        }
+        4 => {
+            let v = word(g, 0);
+            let (lo, hi) = ((v << 4) & 0xf0f0_f0f0, v & 0xf0f0_f0f0);
+            l[0] = M::sxtb16(lo);
+            l[1] = M::sxtb16_ror8(lo);
+            l[2] = M::sxtb16(hi);
+            l[3] = M::sxtb16_ror8(hi);
+        }
+        2 => {
+            let v = word(g, 0);
+            for s in 0..4 {
+                let t = (v << (6 - 2 * s)) & 0xc0c0_c0c0;
+                l[2 * s] = M::sxtb16(t);
+                l[2 * s + 1] = M::sxtb16_ror8(t);
+            }
+        }
+        _ => {
+            let mut v = 0u64;
+            for (i, &b) in g.iter().enumerate().take(bits as usize) {
+                v |= (b as u64) << (8 * i);
+            }
+            let field = |i: usize| {
+                let f = (v >> (i * bits as usize)) as u32;
+                ((f << (32 - bits as u32)) as i32) >> (32 - bits as u32)
+            };
+            for (j, lane) in l.iter_mut().enumerate().take(4) {
+                *lane = pack_lanes(field(2 * j), field(2 * j + 1));
+            }
+        }
+    }
+    l
+}
+
+/// Bits parameter of the generic code: the width, or 0 for the odd widths.
+const fn form(bits: u8) -> u8 {
+    match bits {
+        2 | 4 | 8 => bits,
+        _ => 0,
+    }
+}
+
+/// The last, partial group of a row, zero-padded (empty when none).
+#[inline(always)]
+fn tail_group(row: &[u8], gb: usize) -> ([u8; 8], usize) {
+    let full = row.len() / gb * gb;
+    let mut t = [0u8; 8];
+    let rest = &row[full..];
+    t[..rest.len()].copy_from_slice(rest);
+    (t, rest.len())
+}
+
+/// Dot products of two rows with two columns: `[r0.c0, r0.c1, r1.c0, r1.c1]`,
+/// scaled by `2^scale_shift`.
+#[inline(always)]
+fn dot2x2<M: Mac, const BITS: u8>(bits: u8, r0: &[u8], r1: &[u8], c0: &[u32], c1: &[u32]) -> [i32; 4] {
+    let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
+    let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
+    let groups = r0.chunks_exact(gb).zip(r1.chunks_exact(gb)).zip(c0.chunks_exact(lanes)).zip(c1.chunks_exact(lanes));
+    for (((g0, g1), x0), x1) in groups {
+        let w0 = decode::<M, BITS>(g0, bits);
+        let w1 = decode::<M, BITS>(g1, bits);
+        for j in 0..lanes {
+            a00 = M::smlad(w0[j], x0[j], a00);
+            a01 = M::smlad(w0[j], x1[j], a01);
+            a10 = M::smlad(w1[j], x0[j], a10);
+            a11 = M::smlad(w1[j], x1[j], a11);
+        }
+    }
+    let (t0, n) = tail_group(r0, gb);
+    if n > 0 {
+        let (t1, _) = tail_group(r1, gb);
+        let at = r0.len() / gb * lanes;
+        let (x0, x1) = (&c0[at..at + lanes], &c1[at..at + lanes]);
+        let w0 = decode::<M, BITS>(&t0[..gb], bits);
+        let w1 = decode::<M, BITS>(&t1[..gb], bits);
+        for j in 0..lanes {
+            a00 = M::smlad(w0[j], x0[j], a00);
+            a01 = M::smlad(w0[j], x1[j], a01);
+            a10 = M::smlad(w1[j], x0[j], a10);
+            a11 = M::smlad(w1[j], x1[j], a11);
+        }
+    }
+    [a00, a01, a10, a11]
+}
+
+/// Dot products of four rows with one column, scaled by `2^scale_shift`.
+#[inline(always)]
+fn dot4x1<M: Mac, const BITS: u8>(bits: u8, r: [&[u8]; 4], c: &[u32]) -> [i32; 4] {
+    let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
+    let mut a = [0i32; 4];
+    let groups = r[0]
+        .chunks_exact(gb)
+        .zip(r[1].chunks_exact(gb))
+        .zip(r[2].chunks_exact(gb))
+        .zip(r[3].chunks_exact(gb))
+        .zip(c.chunks_exact(lanes));
+    for ((((g0, g1), g2), g3), x) in groups {
+        let w = [
+            decode::<M, BITS>(g0, bits),
+            decode::<M, BITS>(g1, bits),
+            decode::<M, BITS>(g2, bits),
+            decode::<M, BITS>(g3, bits),
+        ];
+        for j in 0..lanes {
+            for i in 0..4 {
+                a[i] = M::smlad(w[i][j], x[j], a[i]);
+            }
+        }
+    }
+    let (_, n) = tail_group(r[0], gb);
+    if n > 0 {
+        let at = r[0].len() / gb * lanes;
+        let x = &c[at..at + lanes];
+        for i in 0..4 {
+            let (t, _) = tail_group(r[i], gb);
+            let w = decode::<M, BITS>(&t[..gb], bits);
+            for j in 0..lanes {
+                a[i] = M::smlad(w[j], x[j], a[i]);
+            }
+        }
+    }
+    a
+}
+
+/// Requantise an accumulator of output channel `c` and clamp it.
+#[inline(always)]
+fn finish(w: &Weights<'_>, c: usize, scaled: i32, shift: u32, out_zp: i32, lo: i32, hi: i32) -> i8 {
+    let acc = w.bias(c).wrapping_add(scaled >> shift);
+    Requant::new(w.requant(c)).apply(acc).saturating_add(out_zp).clamp(lo, hi) as i8
+}
+
+/// The scratch as aligned words, if it holds at least `words` of them.
+fn words(scratch: &mut [i8], words: usize) -> Option<&mut [u32]> {
+    let (_, mid, _) = bytemuck::pod_align_to_mut::<i8, u32>(scratch);
+    if mid.len() >= words {
+        Some(&mut mid[..words])
+    } else {
+        None
+    }
+}
+
+/// The lane permutation of one group: position of each weight index.
+fn perm(bits: u8) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    for (r, v) in p.iter_mut().enumerate().take(group_weights(bits)) {
+        *v = slot(bits, r) as u8;
+    }
+    p
+}
+
+/// Column lane of weight `k`.
+#[inline(always)]
+fn lane_of(k: usize, g: usize, perm: &[u8; 16]) -> usize {
+    (k & !(g - 1)) | perm[k & (g - 1)] as usize
+}
+
+/// Standard 2-D convolution; `scratch` must hold [`conv2d_scratch`] bytes
+/// (otherwise the reference kernel runs).
+pub fn conv2d<M: Mac>(
+    l: &Conv2d<'_>,
+    in_shape: Shape,
+    in_zp: i32,
+    input: &[i8],
+    out_shape: Shape,
+    output: &mut [i8],
+    scratch: &mut [i8],
+) {
+    let k = l.kh as usize * l.kw as usize * in_shape.c as usize;
+    if padded(k) > MAX_K || scratch.len() < conv2d_scratch(k) {
+        return reference::conv2d(l, in_shape, in_zp, input, out_shape, output);
+    }
+    match l.w.bits {
+        8 => conv2d_form::<M, 8>(l, in_shape, in_zp, input, out_shape, output, scratch),
+        4 => conv2d_form::<M, 4>(l, in_shape, in_zp, input, out_shape, output, scratch),
+        2 => conv2d_form::<M, 2>(l, in_shape, in_zp, input, out_shape, output, scratch),
+        _ => conv2d_form::<M, 0>(l, in_shape, in_zp, input, out_shape, output, scratch),
+    }
+}
+
+fn conv2d_form<M: Mac, const BITS: u8>(
+    l: &Conv2d<'_>,
+    in_shape: Shape,
+    in_zp: i32,
+    input: &[i8],
+    out_shape: Shape,
+    output: &mut [i8],
+    scratch: &mut [i8],
+) {
+    let bits = l.w.bits;
+    debug_assert_eq!(form(bits), BITS);
+    let (ih, iw, ic) = (in_shape.h as usize, in_shape.w as usize, in_shape.c as usize);
+    let (kh, kw) = (l.kh as usize, l.kw as usize);
+    let k = kh * kw * ic;
+    let kp = padded(k);
+    let g = group_weights(bits);
+    let p = perm(bits);
+    let Some(buf) = words(scratch, kp + kp) else {
+        return reference::conv2d(l, in_shape, in_zp, input, out_shape, output);
+    };
+    let (cols, table) = buf.split_at_mut(kp);
+    // Gather table: input offset (relative to the patch origin) of every
+    // column lane; padded lanes point at the origin (their weights are 0).
+    table.fill(0);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            for c in 0..ic {
+                let kk = (ky * kw + kx) * ic + c;
+                table[lane_of(kk, g, &p)] = ((ky * iw + kx) * ic + c) as u32;
+            }
+        }
+    }
+    let (col0, col1) = cols.split_at_mut(kp / 2);
+    let rb = pack::row_bytes(k, bits);
+    let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
+    let out_zp = l.out.zero_point;
+    let shift = scale_shift(bits);
+    let (oh, ow, oc_n) = (out_shape.h as usize, out_shape.w as usize, out_shape.c as usize);
+    let (sh, sw) = (l.stride_h as usize, l.stride_w as usize);
+    let (pt, pl) = (l.pad.top as usize, l.pad.left as usize);
+    let npix = oh * ow;
+    let zp = in_zp;
+    // Fill one column for output pixel `pix`.
+    let fill = |col: &mut [u32], pix: usize| {
+        let (oy, ox) = (pix / ow, pix % ow);
+        let (iy0, ix0) = ((oy * sh) as isize - pt as isize, (ox * sw) as isize - pl as isize);
+        let lanes: &mut [u16] = bytemuck::cast_slice_mut(col);
+        if iy0 >= 0 && ix0 >= 0 && iy0 as usize + kh <= ih && ix0 as usize + kw <= iw {
+            let base = (iy0 as usize * iw + ix0 as usize) * ic;
+            let patch = &input[base..];
+            for (v, &t) in lanes.iter_mut().zip(table.iter()) {
+                *v = (patch[t as usize] as i32 - zp) as u16;
+            }
+        } else {
+            lanes.fill(0);
+            for ky in 0..kh {
+                let iy = iy0 + ky as isize;
+                if iy < 0 || iy >= ih as isize {
+                    continue;
+                }
+                for kx in 0..kw {
+                    let ix = ix0 + kx as isize;
+                    if ix < 0 || ix >= iw as isize {
+                        continue;
+                    }
+                    let src = (iy as usize * iw + ix as usize) * ic;
+                    for c in 0..ic {
+                        let kk = (ky * kw + kx) * ic + c;
+                        lanes[lane_of(kk, g, &p)] = (input[src + c] as i32 - zp) as u16;
+                    }
+                }
+            }
+        }
+    };
+    let mut pix = 0;
+    while pix < npix {
+        let pair = pix + 1 < npix;
+        fill(col0, pix);
+        if pair {
+            fill(col1, pix + 1);
+        }
+        let c1: &[u32] = if pair { col1 } else { col0 };
+        let o0 = pix * oc_n;
+        let mut oc = 0;
+        while oc < oc_n {
+            let oc1 = if oc + 1 < oc_n { oc + 1 } else { oc };
+            let [a00, a01, a10, a11] = dot2x2::<M, BITS>(bits, l.w.row(oc, rb), l.w.row(oc1, rb), col0, c1);
+            output[o0 + oc] = finish(&l.w, oc, a00, shift, out_zp, lo, hi);
+            if pair {
+                output[o0 + oc_n + oc] = finish(&l.w, oc, a01, shift, out_zp, lo, hi);
+            }
+            if oc1 != oc {
+                output[o0 + oc1] = finish(&l.w, oc1, a10, shift, out_zp, lo, hi);
+                if pair {
+                    output[o0 + oc_n + oc1] = finish(&l.w, oc1, a11, shift, out_zp, lo, hi);
+                }
+            }
+            oc += 2;
+        }
+        pix += 2;
+    }
+}
+
+/// Fully connected layer; `scratch` must hold [`dense_scratch`] bytes
+/// (otherwise the reference kernel runs).
+pub fn dense<M: Mac>(l: &Dense<'_>, in_zp: i32, input: &[i8], output: &mut [i8], scratch: &mut [i8]) {
+    let k = input.len();
+    if padded(k) > MAX_K || scratch.len() < dense_scratch(k) {
+        return reference::dense(l, in_zp, input, output);
+    }
+    match l.w.bits {
+        8 => dense_form::<M, 8>(l, in_zp, input, output, scratch),
+        4 => dense_form::<M, 4>(l, in_zp, input, output, scratch),
+        2 => dense_form::<M, 2>(l, in_zp, input, output, scratch),
+        _ => dense_form::<M, 0>(l, in_zp, input, output, scratch),
+    }
+}
+
+fn dense_form<M: Mac, const BITS: u8>(l: &Dense<'_>, in_zp: i32, input: &[i8], output: &mut [i8], scratch: &mut [i8]) {
+    let bits = l.w.bits;
+    let k = input.len();
+    let kp = padded(k);
+    let Some(col) = words(scratch, kp / 2) else {
+        return reference::dense(l, in_zp, input, output);
+    };
+    let g = group_weights(bits);
+    let p = perm(bits);
+    {
+        let lanes: &mut [u16] = bytemuck::cast_slice_mut(col);
+        lanes[k..].fill(0);
+        for (kk, &x) in input.iter().enumerate() {
+            lanes[lane_of(kk, g, &p)] = (x as i32 - in_zp) as u16;
+        }
+    }
+    let rb = pack::row_bytes(k, bits);
+    let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
+    let shift = scale_shift(bits);
+    let n = (l.out_features as usize).min(output.len());
+    let mut o = 0;
+    while o < n {
+        let idx = [o, (o + 1).min(n - 1), (o + 2).min(n - 1), (o + 3).min(n - 1)];
+        let rows = [l.w.row(idx[0], rb), l.w.row(idx[1], rb), l.w.row(idx[2], rb), l.w.row(idx[3], rb)];
+        let a = dot4x1::<M, BITS>(bits, rows, col);
+        for i in 0..4.min(n - o) {
+            output[o + i] = finish(&l.w, o + i, a[i], shift, l.out.zero_point, lo, hi);
+        }
+        o += 4;
+    }
+}
+
+/// Depthwise 2-D convolution (channel multiplier 1): a direct loop per
+/// channel with its weights decoded once. Windows longer than
+/// [`MAX_DW_WINDOW`] run the reference kernel.
+pub fn depthwise_conv2d(
+    l: &Conv2d<'_>,
+    in_shape: Shape,
+    in_zp: i32,
+    input: &[i8],
+    out_shape: Shape,
+    output: &mut [i8],
+) {
+    let (kh, kw) = (l.kh as usize, l.kw as usize);
+    let kk = kh * kw;
+    if kk > MAX_DW_WINDOW {
+        return reference::depthwise_conv2d(l, in_shape, in_zp, input, out_shape, output);
+    }
+    let (ih, iw, ic) = (in_shape.h as isize, in_shape.w as isize, in_shape.c as usize);
+    let rb = pack::row_bytes(kk, l.w.bits);
+    let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
+    let (oh, ow) = (out_shape.h as isize, out_shape.w as isize);
+    let (sh, sw) = (l.stride_h as isize, l.stride_w as isize);
+    let (pt, pl) = (l.pad.top as isize, l.pad.left as isize);
+    let mut w = [0i32; MAX_DW_WINDOW];
+    for c in 0..ic {
+        let row = l.w.row(c, rb);
+        for (j, v) in w.iter_mut().enumerate().take(kk) {
+            *v = pack::get(row, l.w.bits, j) as i32;
+        }
+        let bias = l.w.bias(c);
+        let rq = Requant::new(l.w.requant(c));
+        for oy in 0..oh {
+            let iy0 = oy * sh - pt;
+            let (ky0, ky1) = ((-iy0).max(0) as usize, ((ih - iy0).min(kh as isize)).max(0) as usize);
+            for ox in 0..ow {
+                let ix0 = ox * sw - pl;
+                let (kx0, kx1) = ((-ix0).max(0) as usize, ((iw - ix0).min(kw as isize)).max(0) as usize);
+                let mut acc = bias;
+                for ky in ky0..ky1 {
+                    let rowbase = ((iy0 + ky as isize) * iw + ix0) as usize;
+                    for kx in kx0..kx1 {
+                        let x = input[(rowbase + kx) * ic + c] as i32 - in_zp;
+                        acc += x * w[ky * kw + kx];
+                    }
+                }
+                let y = rq.apply(acc).saturating_add(l.out.zero_point);
+                output[((oy * ow + ox) as usize) * ic + c] = y.clamp(lo, hi) as i8;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_permutations() {
+        for bits in 2..=8u8 {
+            let g = group_weights(bits);
+            let mut seen = [false; 16];
+            for r in 0..g {
+                let s = slot(bits, r);
+                assert!(s < g && !seen[s], "bits {bits} r {r}");
+                seen[s] = true;
+            }
+        }
+    }
+
+    /// The decode puts weight `r` of a group in lane `slot(bits, r)`, scaled.
+    #[test]
+    fn decode_matches_slots() {
+        use super::super::mac::Portable;
+        for bits in 2..=8u8 {
+            let g = group_weights(bits);
+            let wmax = crate::quant::weight_max(bits);
+            let vals: Vec<i8> = (0..g).map(|r| (((r * 5 + 3) as i32 % (2 * wmax + 1)) - wmax) as i8).collect();
+            let mut bytes = [0u8; 8];
+            let gb = group_bytes(bits);
+            pack::pack_row(&vals, bits, &mut bytes[..pack::row_bytes(g, bits)]).unwrap();
+            let lanes = match form(bits) {
+                8 => decode::<Portable, 8>(&bytes[..gb], bits),
+                4 => decode::<Portable, 4>(&bytes[..gb], bits),
+                2 => decode::<Portable, 2>(&bytes[..gb], bits),
+                _ => decode::<Portable, 0>(&bytes[..gb], bits),
+            };
+            let lanes16: Vec<i16> = lanes.iter().flat_map(|&w| [w as u16 as i16, (w >> 16) as u16 as i16]).collect();
+            for (r, &v) in vals.iter().enumerate() {
+                assert_eq!(lanes16[slot(bits, r)] as i32, (v as i32) << scale_shift(bits), "bits {bits} r {r}");
+            }
+        }
+    }
+}

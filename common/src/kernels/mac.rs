@@ -1,0 +1,75 @@
+//! The few SIMD-within-a-register operations the fast kernels are written
+//! in, and their portable implementation.
+//!
+//! The fast kernels ([`super::fast`]) are one body of code generic over
+//! [`Mac`]: on ARMv7E-M (Cortex-M4/M7) [`super::dsp::Dsp`] maps each
+//! operation to one DSP instruction (`SMLAD`, `SXTB16`); everywhere else
+//! [`Portable`] computes exactly the same values in plain Rust (the compiler
+//! turns them into a few multiply-accumulates on a Cortex-M3 or M0+). A
+//! "lane word" is a `u32` holding two signed 16-bit lanes, low lane in bits
+//! 0..16.
+
+/// The operations, with the semantics of the ARM instructions of the same
+/// name.
+pub trait Mac {
+    /// Name, for tests and benchmarks.
+    const NAME: &'static str;
+    /// `acc + lo(a) * lo(b) + hi(a) * hi(b)`, lanes signed 16-bit, wrapping.
+    fn smlad(a: u32, b: u32, acc: i32) -> i32;
+    /// Sign-extend bytes 0 and 2 of `a` into the low and high lanes.
+    fn sxtb16(a: u32) -> u32;
+    /// Sign-extend bytes 1 and 3 of `a` into the low and high lanes
+    /// (`SXTB16` with `ROR #8`).
+    fn sxtb16_ror8(a: u32) -> u32;
+}
+
+/// Plain Rust, any target.
+pub struct Portable;
+
+#[inline(always)]
+fn lo(a: u32) -> i32 {
+    a as u16 as i16 as i32
+}
+
+#[inline(always)]
+fn hi(a: u32) -> i32 {
+    (a >> 16) as u16 as i16 as i32
+}
+
+impl Mac for Portable {
+    const NAME: &'static str = "portable";
+    #[inline(always)]
+    fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+        acc.wrapping_add(lo(a).wrapping_mul(lo(b))).wrapping_add(hi(a).wrapping_mul(hi(b)))
+    }
+    #[inline(always)]
+    fn sxtb16(a: u32) -> u32 {
+        (a as u8 as i8 as i16 as u16 as u32) | (((a >> 16) as u8 as i8 as i16 as u16 as u32) << 16)
+    }
+    #[inline(always)]
+    fn sxtb16_ror8(a: u32) -> u32 {
+        Self::sxtb16(a.rotate_right(8))
+    }
+}
+
+/// Two signed 16-bit values as one lane word.
+#[inline(always)]
+pub fn pack_lanes(lo: i32, hi: i32) -> u32 {
+    (lo as u16 as u32) | ((hi as u16 as u32) << 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_semantics_pinned() {
+        assert_eq!(Portable::sxtb16(0x80_7f_ff_01), 0x007f_0001);
+        assert_eq!(Portable::sxtb16_ror8(0x80_7f_ff_01), 0xff80_ffff);
+        let a = pack_lanes(-3, 100);
+        let b = pack_lanes(7, -2);
+        assert_eq!(Portable::smlad(a, b, 1000), 1000 - 21 - 200);
+        assert_eq!(Portable::smlad(pack_lanes(-32768, -32768), pack_lanes(-32768, -32768), 0), i32::MIN);
+        // wraps
+    }
+}

@@ -1,0 +1,49 @@
+//! The fast kernels against the reference, bit for bit: one test body
+//! ([`releq_common::testing::check_kernels`]) instantiated for every kernel
+//! set the host can run. The ARM DSP set runs the same body under QEMU
+//! (`tests/tests/kernels_qemu.rs`).
+
+use rand::{rngs::StdRng, SeedableRng};
+use releq_common::kernels::{Kernels, Portable, Reference};
+use releq_common::testing::{check_kernels, lenet5_random, random_input, random_model};
+
+fn random_layers<K: Kernels>(cases: u64) {
+    let failures: Vec<String> = (0..cases).filter_map(|s| check_kernels::<K>(s).err()).collect();
+    assert!(failures.is_empty(), "{} of {cases} cases differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+fn whole_models<K: Kernels>() {
+    let mut models: Vec<_> = (0..20).map(|s| random_model(s, true)).collect();
+    for (seed, w, a) in
+        [(1, [8; 5], [8; 5]), (2, [2, 3, 4, 5, 6], [7, 6, 5, 4, 3]), (3, [2; 5], [2; 5]), (4, [4; 5], [8; 5])]
+    {
+        models.push(lenet5_random(seed, w, a));
+    }
+    for (i, owned) in models.iter().enumerate() {
+        let plan = owned.plan().unwrap();
+        let mut rng = StdRng::seed_from_u64(i as u64);
+        for _ in 0..3 {
+            let input = random_input(&mut rng, &plan);
+            let mut a = vec![0i8; plan.arena_bytes];
+            let mut b = vec![0i8; plan.arena_bytes];
+            let want = plan.run_with::<Reference>(&mut a, &input).unwrap().to_vec();
+            assert_eq!(plan.run_with::<K>(&mut b, &input).unwrap(), &want[..], "{} on {}", K::NAME, plan.model.name);
+        }
+    }
+}
+
+#[test]
+fn portable_matches_reference_on_random_layers() {
+    random_layers::<Portable>(3000);
+}
+
+#[test]
+fn portable_matches_reference_on_whole_models() {
+    whole_models::<Portable>();
+}
+
+/// The reference against itself: the body can pass.
+#[test]
+fn reference_matches_itself() {
+    random_layers::<Reference>(50);
+}
