@@ -69,8 +69,11 @@ pub struct ModelReport {
     pub flash_bytes: usize,
     /// Of which parameter arrays.
     pub param_bytes: usize,
-    /// Peak activation arena, one byte per value.
+    /// Arena the model needs: peak live activations (one byte per value),
+    /// then the kernels' scratch.
     pub arena_bytes: usize,
+    /// Of which peak live activations.
+    pub tensor_bytes: usize,
 }
 
 fn act_name(a: Activation) -> Option<String> {
@@ -129,6 +132,7 @@ pub fn report(file: &Path, bytes: &[u8]) -> Result<ModelReport, ModelError> {
         layers,
         flash_bytes: bytes.len(),
         arena_bytes: plan.arena_bytes,
+        tensor_bytes: plan.scratch_offset,
     })
 }
 
@@ -178,6 +182,12 @@ pub fn render(r: &ModelReport) -> String {
         r.param_bytes,
         r.flash_bytes - r.param_bytes
     );
-    let _ = writeln!(s, "arena   {} bytes (peak live activations, 1 byte per value)", r.arena_bytes);
+    let _ = writeln!(
+        s,
+        "arena   {} bytes ({} peak live activations, 1 byte per value; {} kernel scratch)",
+        r.arena_bytes,
+        r.tensor_bytes,
+        r.arena_bytes - r.tensor_bytes
+    );
     s
 }

@@ -49,7 +49,11 @@ fn model_survives_file_and_inspect_unchanged() {
 
     let (ok, table, _) = releq(&["inspect", &path]);
     assert!(ok);
-    assert!(table.contains("dwconv2d") && table.contains("arena   1100 bytes"), "{table}");
+    assert!(
+        table.contains("dwconv2d")
+            && table.contains(&format!("arena   {} bytes (1100 peak live activations", plan.arena_bytes)),
+        "{table}"
+    );
 
     // The file is unchanged and decodes to the same model.
     let back = std::fs::read(&path).unwrap();

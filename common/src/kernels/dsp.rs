@@ -53,4 +53,60 @@ impl Mac for Dsp {
         }
         r
     }
+    #[inline(always)]
+    fn dot2x2_w8(w: &[u8], r0: usize, stride: usize, cols: &[u32], words: usize, acc: &mut [i32; 4]) -> usize {
+        let end = r0.checked_add(stride).and_then(|e| e.checked_add(4 * words));
+        if words == 0 || end.is_none_or(|e| e > w.len()) || cols.len() < 4 * words {
+            return 0;
+        }
+        // SAFETY: `words >= 1`; both rows' `4 * words` bytes and `4 * words`
+        // column words are in bounds (checked above); `cols` is a `u32`
+        // slice, so word aligned.
+        unsafe { dot2x2_w8(w.as_ptr().add(r0), stride, cols.as_ptr(), words, acc) };
+        words
+    }
+}
+
+/// `acc[0..4] += [r0.c0, r0.c1, r1.c0, r1.c1]` over `words` words of 8-bit
+/// weights (four per word), where `r1 = r0 + stride` and `col` holds the two
+/// columns interleaved lane word by lane word: per weight word,
+/// `[c0 (x0,x2), c1 (x0,x2), c0 (x1,x3), c1 (x1,x3)]`.
+///
+/// Inner loop, per four weights of both rows and both columns (16 MACs):
+/// 2 `LDR`, 2 `LDRD`, 4 `SXTB16`, 8 `SMLAD`, `SUBS` + `BNE`: 18 instructions.
+///
+/// # Safety
+/// `words >= 1`; `r0[0..4 * words]` and `r0[stride..stride + 4 * words]`
+/// are readable (any alignment: Cortex-M4/M7 `LDR` takes unaligned
+/// addresses); `col[0..4 * words]` is readable and 4-byte aligned (`LDRD`
+/// needs word alignment). The function saves and restores every callee-saved
+/// register it uses (AAPCS).
+#[unsafe(naked)]
+pub unsafe extern "C" fn dot2x2_w8(r0: *const u8, stride: usize, col: *const u32, words: usize, acc: *mut [i32; 4]) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "ldm r12, {{r4-r7}}",
+        "2:",
+        "ldr r9, [r0, r1]",
+        "ldr r8, [r0], #4",
+        "ldrd r10, r11, [r2], #8",
+        "sxtb16 lr, r8",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "sxtb16 lr, r9",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "sxtb16 lr, r8, ror #8",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "sxtb16 lr, r9, ror #8",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "subs r3, r3, #1",
+        "bne 2b",
+        "stm r12, {{r4-r7}}",
+        "pop {{r4-r11, pc}}",
+    )
 }

@@ -187,36 +187,44 @@ fn tail_group(row: &[u8], gb: usize) -> ([u8; 8], usize) {
     (t, rest.len())
 }
 
-/// Dot products of two rows with two columns: `[r0.c0, r0.c1, r1.c0, r1.c1]`,
-/// scaled by `2^scale_shift`.
+/// Dot products of two rows with two interleaved columns (`cols` word
+/// `2 * i + q` is lane word `i` of column `q`): `[r0.c0, r0.c1, r1.c0,
+/// r1.c1]`, scaled by `2^scale_shift`. The rows are `w[r0..r0 + rb]` and
+/// `w[r1..r1 + rb]`.
 #[inline(always)]
-fn dot2x2<M: Mac, const BITS: u8>(bits: u8, r0: &[u8], r1: &[u8], c0: &[u32], c1: &[u32]) -> [i32; 4] {
+fn dot2x2<M: Mac, const BITS: u8>(bits: u8, w: &[u8], r0: usize, r1: usize, rb: usize, cols: &[u32]) -> [i32; 4] {
     let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
-    let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
-    let groups = r0.chunks_exact(gb).zip(r1.chunks_exact(gb)).zip(c0.chunks_exact(lanes)).zip(c1.chunks_exact(lanes));
-    for (((g0, g1), x0), x1) in groups {
-        let w0 = decode::<M, BITS>(g0, bits);
-        let w1 = decode::<M, BITS>(g1, bits);
-        for j in 0..lanes {
-            a00 = M::smlad(w0[j], x0[j], a00);
-            a01 = M::smlad(w0[j], x1[j], a01);
-            a10 = M::smlad(w1[j], x0[j], a10);
-            a11 = M::smlad(w1[j], x1[j], a11);
-        }
+    let mut acc = [0i32; 4];
+    // Whole words of 8-bit weights through the backend's own loop, if any:
+    // each weight byte is one interleaved column word.
+    let mut done = 0;
+    if BITS == 8 && r1 == r0 + rb {
+        done = 4 * M::dot2x2_w8(w, r0, rb, cols, rb / 4, &mut acc);
     }
-    let (t0, n) = tail_group(r0, gb);
-    if n > 0 {
-        let (t1, _) = tail_group(r1, gb);
-        let at = r0.len() / gb * lanes;
-        let (x0, x1) = (&c0[at..at + lanes], &c1[at..at + lanes]);
-        let w0 = decode::<M, BITS>(&t0[..gb], bits);
-        let w1 = decode::<M, BITS>(&t1[..gb], bits);
-        for j in 0..lanes {
-            a00 = M::smlad(w0[j], x0[j], a00);
-            a01 = M::smlad(w0[j], x1[j], a01);
-            a10 = M::smlad(w1[j], x0[j], a10);
-            a11 = M::smlad(w1[j], x1[j], a11);
+    let [mut a00, mut a01, mut a10, mut a11] = acc;
+    let mut step = |w0: [u32; 8], w1: [u32; 8], x: &[u32], nl: usize| {
+        for j in 0..nl {
+            let (x0, x1) = (x[2 * j], x[2 * j + 1]);
+            a00 = M::smlad(w0[j], x0, a00);
+            a01 = M::smlad(w0[j], x1, a01);
+            a10 = M::smlad(w1[j], x0, a10);
+            a11 = M::smlad(w1[j], x1, a11);
         }
+    };
+    let (row0, row1) = (&w[r0 + done..r0 + rb], &w[r1 + done..r1 + rb]);
+    let cols = &cols[done..];
+    let groups = row0.chunks_exact(gb).zip(row1.chunks_exact(gb)).zip(cols.chunks_exact(2 * lanes));
+    for ((g0, g1), x) in groups {
+        step(decode::<M, BITS>(g0, bits), decode::<M, BITS>(g1, bits), x, lanes);
+    }
+    let (t0, n) = tail_group(row0, gb);
+    if n > 0 {
+        let (t1, _) = tail_group(row1, gb);
+        // The last group fits in the padded column, except after the
+        // backend's words, where fewer than four 8-bit weights are left.
+        let nl = if done > 0 { 2 } else { lanes };
+        let at = row0.len() / gb * 2 * lanes;
+        step(decode::<M, BITS>(&t0, bits), decode::<M, BITS>(&t1, bits), &cols[at..at + 2 * nl], nl);
     }
     [a00, a01, a10, a11]
 }
@@ -347,7 +355,6 @@ fn conv2d_form<M: Mac, const BITS: u8>(
             }
         }
     }
-    let (col0, col1) = cols.split_at_mut(kp / 2);
     let rb = pack::row_bytes(k, bits);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
     let out_zp = l.out.zero_point;
@@ -357,19 +364,26 @@ fn conv2d_form<M: Mac, const BITS: u8>(
     let (pt, pl) = (l.pad.top as usize, l.pad.left as usize);
     let npix = oh * ow;
     let zp = in_zp;
-    // Fill one column for output pixel `pix`.
-    let fill = |col: &mut [u32], pix: usize| {
+    // Fill column `q` (0 or 1) for output pixel `pix`: lane `p` of the
+    // column is 16-bit lane `4 * (p / 2) + 2 * q + p % 2` of the interleaved
+    // pair.
+    let fill = |cols: &mut [u32], q: usize, pix: usize| {
         let (oy, ox) = (pix / ow, pix % ow);
         let (iy0, ix0) = ((oy * sh) as isize - pt as isize, (ox * sw) as isize - pl as isize);
-        let lanes: &mut [u16] = bytemuck::cast_slice_mut(col);
+        let lanes: &mut [u16] = bytemuck::cast_slice_mut(cols);
+        let at = |p: usize| 4 * (p / 2) + 2 * q + p % 2;
         if iy0 >= 0 && ix0 >= 0 && iy0 as usize + kh <= ih && ix0 as usize + kw <= iw {
             let base = (iy0 as usize * iw + ix0 as usize) * ic;
             let patch = &input[base..];
-            for (v, &t) in lanes.iter_mut().zip(table.iter()) {
-                *v = (patch[t as usize] as i32 - zp) as u16;
+            for (pair, t) in lanes.chunks_exact_mut(4).zip(table.chunks_exact(2)) {
+                pair[2 * q] = (patch[t[0] as usize] as i32 - zp) as u16;
+                pair[2 * q + 1] = (patch[t[1] as usize] as i32 - zp) as u16;
             }
         } else {
-            lanes.fill(0);
+            for pair in lanes.chunks_exact_mut(4) {
+                pair[2 * q] = 0;
+                pair[2 * q + 1] = 0;
+            }
             for ky in 0..kh {
                 let iy = iy0 + ky as isize;
                 if iy < 0 || iy >= ih as isize {
@@ -383,7 +397,7 @@ fn conv2d_form<M: Mac, const BITS: u8>(
                     let src = (iy as usize * iw + ix as usize) * ic;
                     for c in 0..ic {
                         let kk = (ky * kw + kx) * ic + c;
-                        lanes[lane_of(kk, g, &p)] = (input[src + c] as i32 - zp) as u16;
+                        lanes[at(lane_of(kk, g, &p))] = (input[src + c] as i32 - zp) as u16;
                     }
                 }
             }
@@ -392,16 +406,13 @@ fn conv2d_form<M: Mac, const BITS: u8>(
     let mut pix = 0;
     while pix < npix {
         let pair = pix + 1 < npix;
-        fill(col0, pix);
-        if pair {
-            fill(col1, pix + 1);
-        }
-        let c1: &[u32] = if pair { col1 } else { col0 };
+        fill(cols, 0, pix);
+        fill(cols, 1, if pair { pix + 1 } else { pix });
         let o0 = pix * oc_n;
         let mut oc = 0;
         while oc < oc_n {
             let oc1 = if oc + 1 < oc_n { oc + 1 } else { oc };
-            let [a00, a01, a10, a11] = dot2x2::<M, BITS>(bits, l.w.row(oc, rb), l.w.row(oc1, rb), col0, c1);
+            let [a00, a01, a10, a11] = dot2x2::<M, BITS>(bits, l.w.packed, oc * rb, oc1 * rb, rb, cols);
             output[o0 + oc] = finish(&l.w, oc, a00, shift, out_zp, lo, hi);
             if pair {
                 output[o0 + oc_n + oc] = finish(&l.w, oc, a01, shift, out_zp, lo, hi);

@@ -21,6 +21,16 @@ pub trait Mac {
     /// Sign-extend bytes 1 and 3 of `a` into the low and high lanes
     /// (`SXTB16` with `ROR #8`).
     fn sxtb16_ror8(a: u32) -> u32;
+    /// An optional hand-scheduled loop for the 2 x 2 block of 8-bit weights:
+    /// rows `w[r0..]` and `w[r0 + stride..]`, interleaved columns `cols` (see
+    /// [`super::fast`]); adds the products of the first `words` four-weight
+    /// words to `acc` and returns how many words it did (0: not available,
+    /// the generic code does them).
+    #[inline(always)]
+    fn dot2x2_w8(w: &[u8], r0: usize, stride: usize, cols: &[u32], words: usize, acc: &mut [i32; 4]) -> usize {
+        let _ = (w, r0, stride, cols, words, acc);
+        0
+    }
 }
 
 /// Plain Rust, any target.

@@ -1,0 +1,77 @@
+//! The device's kernels against the host's reference kernels, bit for bit,
+//! under QEMU: the same random one-layer models as the host's kernel test
+//! body (`releq_common::testing::random_layer_model`: convolutions with 1 to
+//! 33 input channels, depthwise, dense, pooling; odd channels and pixels,
+//! partial weight groups, padding; every weight, input and output bitwidth
+//! 2..=8) run on the firmware, whose `Native` kernels are the ARM DSP set on
+//! qemu-m4 and qemu-m7 and the portable set on qemu-m3.
+//!
+//! Each model is a fresh QEMU start (about 0.1 s). Without
+//! `qemu-system-arm` on PATH the tests print a note and pass.
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use releq_common::kernels::Reference;
+use releq_common::testing::{random_input, random_layer_model};
+use releq_common::Plan;
+use releq_host::boards;
+use releq_host::device::qemu::find_qemu;
+use releq_host::device::{Device, QemuDevice, QemuOptions};
+use std::time::Duration;
+
+fn kernels_match_on(board: &str, seeds: std::ops::Range<u64>) {
+    if find_qemu().is_err() {
+        eprintln!("note: qemu-system-arm is not on PATH; skipping");
+        return;
+    }
+    let b = boards::load(board).unwrap();
+    let opts = QemuOptions { timeout: Duration::from_secs(120), ..QemuOptions::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let mut skipped = 0;
+    let n = seeds.end - seeds.start;
+    for seed in seeds {
+        let owned = random_layer_model(seed);
+        let blob = owned.encode().unwrap();
+        let plan = Plan::from_bytes(&blob).unwrap();
+        if plan.input().shape.len() > 3500 {
+            skipped += 1; // the input does not fit one request frame
+            continue;
+        }
+        let path = dir.path().join(format!("layer-{seed}.releq"));
+        std::fs::write(&path, &blob).unwrap();
+        let mut dev = QemuDevice::start(&b, Some(&path), &opts).unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut arena = vec![0i8; plan.arena_bytes];
+        for _ in 0..2 {
+            let input = random_input(&mut rng, &plan);
+            let want = plan.run_with::<Reference>(&mut arena, &input).unwrap().to_vec();
+            let got = dev.run(&input).unwrap().output;
+            if got != want {
+                let at = got.iter().zip(&want).position(|(g, w)| g != w).unwrap_or(0);
+                failures.push(format!(
+                    "seed {seed}: output {at}: device {} host {} ({:?})",
+                    got[at], want[at], plan.model.layers[0]
+                ));
+                break;
+            }
+        }
+    }
+    assert!(skipped * 5 < n, "{board}: {skipped} of {n} models skipped");
+    assert!(failures.is_empty(), "{board}: {} of {n} models differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn arm_dsp_kernels_match_reference_on_qemu_m4() {
+    kernels_match_on("qemu-m4", 0..120);
+}
+
+#[test]
+fn arm_dsp_kernels_match_reference_on_qemu_m7() {
+    kernels_match_on("qemu-m7", 1000..1050);
+}
+
+#[test]
+fn portable_kernels_match_reference_on_qemu_m3() {
+    kernels_match_on("qemu-m3", 2000..2050);
+}
