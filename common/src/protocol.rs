@@ -27,7 +27,7 @@ use crate::validate::ModelError;
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; bumped on any change to the types below.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest frame on the wire in bytes, terminator included.
 pub const MAX_FRAME: usize = 4096;
 
@@ -53,6 +53,8 @@ pub enum Request<'a> {
         /// How many timed runs; the answer gives the minimum and maximum.
         repeat: u16,
     },
+    /// The device's resource statistics: answered by [`Response::Stats`].
+    Stats,
 }
 
 /// The kind of a synthetic layer to time.
@@ -184,6 +186,19 @@ pub struct LayerTime {
     pub overhead: u32,
 }
 
+/// The answer to [`Request::Stats`].
+///
+/// The stack is painted with a pattern at boot; the peak is how far below
+/// the top of the stack the deepest overwritten word lies, since boot (it
+/// only grows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStats {
+    /// Deepest stack use since boot, bytes.
+    pub stack_peak_bytes: u32,
+    /// The whole stack region, bytes.
+    pub stack_size_bytes: u32,
+}
+
 /// What the device answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response<'a> {
@@ -195,6 +210,8 @@ pub enum Response<'a> {
     LayerTime(LayerTime),
     /// Anything that went wrong.
     Error(DeviceError),
+    /// Answer to `Stats`.
+    Stats(DeviceStats),
 }
 
 /// Errors the device reports, as plain data.
@@ -360,6 +377,7 @@ mod tests {
             },
             repeat: 3,
         });
+        roundtrip_req(&Request::Stats);
     }
 
     #[test]
@@ -374,6 +392,16 @@ mod tests {
         let err = Response::Error(DeviceError::Run(RunError::InputLength { expected: 784, actual: 3 }));
         let n = encode_frame(&err, &mut buf).unwrap().len();
         assert_eq!(decode_frame::<Response<'_>>(&mut buf[..n - 1]).unwrap(), err);
+    }
+
+    #[test]
+    fn stats_roundtrip() {
+        let mut buf = [0u8; 64];
+        let n = encode_frame(&Request::Stats, &mut buf).unwrap().len();
+        assert_eq!(decode_frame::<Request<'_>>(&mut buf[..n - 1]).unwrap(), Request::Stats);
+        let resp = Response::Stats(DeviceStats { stack_peak_bytes: 1234, stack_size_bytes: 2_400_000 });
+        let n = encode_frame(&resp, &mut buf).unwrap().len();
+        assert_eq!(decode_frame::<Response<'_>>(&mut buf[..n - 1]).unwrap(), resp);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Boots, finds the model blob at the board's blob address and validates it
 //! once ([`blob`]), then serves the host's requests over the link forever
-//! ([`serve`]): `Info`, `Run` (the model, every layer timed alone) and
-//! `TimeLayer` (a synthetic layer of a given shape, [`synth`]). Layer costs
+//! ([`serve`]): `Info`, `Run` (the model, every layer timed alone),
+//! `TimeLayer` (a synthetic layer of a given shape, [`synth`]) and `Stats`
+//! (peak stack since boot, from the paint [`stack`] puts at boot). Layer costs
 //! come from the board's counter ([`counter`]); frames travel over the CMSDK
 //! UART ([`uart`]). Logs are defmt over semihosting, never on the UART.
 //!
@@ -19,6 +20,7 @@ mod blob;
 mod board;
 mod counter;
 mod serve;
+mod stack;
 mod synth;
 mod uart;
 
@@ -45,6 +47,8 @@ mod selftest;
 
 #[entry]
 fn main() -> ! {
+    // First, while the stack holds only this frame: paint the rest.
+    stack::paint();
     defmt::info!(
         "{} on {} ({}), counter {}, link {}",
         board::FIRMWARE,

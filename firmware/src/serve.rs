@@ -10,7 +10,7 @@
 use crate::blob::Blob;
 use crate::counter::{self, Counter};
 use crate::uart::Uart;
-use crate::{board, synth};
+use crate::{board, stack, synth};
 use releq_common::protocol::{
     encode_frame, DeviceError, DeviceInfo, FrameError, FrameReader, LayerSpec, LayerTime, ModelStatus, Push, Request,
     Response, RunResult, MAX_FRAME, PROTOCOL_VERSION,
@@ -89,6 +89,7 @@ fn handle<'s>(state: &'s mut State, request: &Request<'_>) -> Response<'s> {
         }),
         Request::Run { input } => run(state, input),
         Request::TimeLayer { spec, repeat } => time_layer(state, &spec, repeat),
+        Request::Stats => Response::Stats(stack::stats()),
     }
 }
 

@@ -162,6 +162,33 @@ fn synthetic_layers_time_and_reject() {
     assert!(dev.time_layer(&conv_spec(4, 4, 4, 4), 1).is_ok());
 }
 
+/// The painted stack: a peak after boot, larger after a run, never above the
+/// stack's size, and it only grows.
+#[test]
+fn stats_report_the_peak_stack_after_a_run() {
+    if !qemu_present() {
+        return;
+    }
+    let model = random_model(11, true);
+    let blob = model.encode().unwrap();
+    let plan = Plan::from_bytes(&blob).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_blob(dir.path(), &blob);
+    let mut dev = QemuDevice::start(&board("qemu-m4"), Some(&path), &opts()).unwrap();
+    let boot = dev.stats().unwrap();
+    let input = random_input(&mut StdRng::seed_from_u64(3), &plan);
+    dev.run(&input).unwrap();
+    let after = dev.stats().unwrap();
+    eprintln!("stack after boot {boot:?}, after a run {after:?}");
+    assert!(after.stack_peak_bytes > 0, "{after:?}");
+    assert!(after.stack_peak_bytes <= after.stack_size_bytes, "{after:?}");
+    assert_eq!(after.stack_size_bytes, boot.stack_size_bytes);
+    assert!(after.stack_peak_bytes >= boot.stack_peak_bytes, "the peak never shrinks: {boot:?} then {after:?}");
+    assert!(after.stack_size_bytes < 4 << 20, "the stack is part of the 4 MiB of RAM: {after:?}");
+    // And the device still serves.
+    assert_eq!(dev.run(&input).unwrap().output, plan.run(&mut vec![0; plan.arena_bytes], &input).unwrap().to_vec());
+}
+
 #[test]
 fn wrong_input_length_is_a_run_error() {
     if !qemu_present() {

@@ -4,10 +4,21 @@
 //! - `cargo xtask test`: formatting, clippy (host and firmware), the host
 //!   workspace tests (which include QEMU end-to-end tests when QEMU is
 //!   installed), and the firmware build for every board's target.
-//! - `cargo xtask bench`: LeNet-5 (random weights) profiled on a QEMU board,
-//!   instructions per MAC per layer beside the CMSIS-NN anchors measured in
-//!   the same emulator (`../shared/notes/anchors.md`), and the same model at
-//!   lower weight bits, as ratios measured in one run.
+//! - `cargo xtask bench` (or `cargo xtask bench lenet5`): LeNet-5 (random
+//!   weights) profiled on a QEMU board, instructions per MAC per layer beside
+//!   the CMSIS-NN anchors measured in the same emulator
+//!   (`../shared/notes/anchors.md`), and the same model at lower weight bits,
+//!   as ratios measured in one run.
+//! - `cargo xtask bench kernels`: instructions per MAC of five anchor layers
+//!   at many weight / activation bit pairs (`TimeLayer`), LeNet-5 whole-model
+//!   totals on qemu-m4 and qemu-m7, the firmware's inference code size and
+//!   its peak stack ([`kernels`]).
+//!
+//! The `cargo xtask` alias builds xtask in release, so the host library it
+//! links shares its build with the `releq` binary.
+
+mod codesize;
+mod kernels;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
@@ -29,12 +40,27 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
-    /// Profile LeNet-5 on a QEMU board and compare with the anchors.
+    /// Benchmarks on QEMU boards (without a subcommand: `lenet5`).
     Bench {
+        #[command(subcommand)]
+        which: Option<Bench>,
+        /// Board to profile LeNet-5 on (when no subcommand is given).
+        #[arg(long, default_value = "qemu-m4")]
+        board: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Profile LeNet-5 per layer on a QEMU board and compare with the anchors.
+    Lenet5 {
         /// Board to profile on.
         #[arg(long, default_value = "qemu-m4")]
         board: String,
     },
+    /// Instructions per MAC of the anchor layers at many bit pairs, LeNet-5
+    /// totals on qemu-m4 and qemu-m7, inference code size, peak stack.
+    Kernels(kernels::Args),
 }
 
 /// CMSIS-NN s8 on qemu-m4 for the same LeNet-5, executed instructions per
@@ -163,7 +189,7 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
-fn run(dir: &Path, program: &str, args: &[&str], envs: &[(&str, String)]) -> anyhow::Result<()> {
+pub(crate) fn run(dir: &Path, program: &str, args: &[&str], envs: &[(&str, String)]) -> anyhow::Result<()> {
     eprintln!("xtask: {program} {} (in {})", args.join(" "), dir.display());
     let status = Command::new(program)
         .args(args)
@@ -235,6 +261,7 @@ fn test(no_lint: bool) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Test { no_lint } => test(no_lint),
-        Cmd::Bench { board } => bench(&board),
+        Cmd::Bench { which: None, board } | Cmd::Bench { which: Some(Bench::Lenet5 { board }), .. } => bench(&board),
+        Cmd::Bench { which: Some(Bench::Kernels(args)), .. } => kernels::bench(&root(), &args),
     }
 }

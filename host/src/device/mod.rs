@@ -1,9 +1,10 @@
 //! Talking to a device that runs the releq firmware.
 //!
-//! A [`Device`] answers three requests (see `releq_common::protocol`): its
+//! A [`Device`] answers four requests (see `releq_common::protocol`): its
 //! facts and model status ([`Device::info`]), a run of the loaded model with
-//! every layer timed ([`Device::run`]), and the time of a synthetic layer
-//! ([`Device::time_layer`]). Backends:
+//! every layer timed ([`Device::run`]), the time of a synthetic layer
+//! ([`Device::time_layer`]), and its resource statistics, the peak stack
+//! since boot ([`Device::stats`]). Backends:
 //!
 //! - [`qemu::QemuDevice`]: the firmware under QEMU (the default device);
 //!   frames over the emulated UART (a unix socket), the model blob put in
@@ -14,8 +15,8 @@
 pub mod qemu;
 
 pub use qemu::{build_firmware, firmware_dir, QemuDevice, QemuOptions};
-pub use releq_common::protocol::LayerTime;
 use releq_common::protocol::{CounterUnit, DeviceError, DeviceInfo, FrameError, LayerSpec, ModelStatus, Response};
+pub use releq_common::protocol::{DeviceStats, LayerTime};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub trait Device {
     fn run(&mut self, input: &[i8]) -> Result<RunOutput, LinkError>;
     /// Time a synthetic layer of this shape `repeat` times.
     fn time_layer(&mut self, spec: &LayerSpec, repeat: u16) -> Result<LayerTime, LinkError>;
+    /// The device's statistics: peak stack use since boot and stack size.
+    fn stats(&mut self) -> Result<DeviceStats, LinkError>;
 }
 
 /// An owned copy of [`DeviceInfo`].
@@ -88,6 +91,8 @@ pub enum Reply {
     Run(RunOutput),
     /// Answer to `TimeLayer`.
     LayerTime(LayerTime),
+    /// Answer to `Stats`.
+    Stats(DeviceStats),
     /// The device's error.
     Error(DeviceError),
 }
@@ -102,6 +107,7 @@ impl From<&Response<'_>> for Reply {
                 overhead: r.overhead,
             }),
             Response::LayerTime(t) => Reply::LayerTime(*t),
+            Response::Stats(s) => Reply::Stats(*s),
             Response::Error(e) => Reply::Error(*e),
         }
     }
@@ -114,6 +120,7 @@ impl Reply {
             Reply::Info(_) => "Info",
             Reply::Run(_) => "Run",
             Reply::LayerTime(_) => "LayerTime",
+            Reply::Stats(_) => "Stats",
             Reply::Error(_) => "Error",
         }
     }

@@ -19,7 +19,7 @@
 //! the firmware's panic message. The last lines of both are kept for errors;
 //! with [`QemuOptions::verbose`] they are also printed as they come.
 
-use super::{Device, DeviceInfoOwned, LayerTime, LinkError, Reply, RunOutput};
+use super::{Device, DeviceInfoOwned, DeviceStats, LayerTime, LinkError, Reply, RunOutput};
 use crate::boards::{Board, LinkKind};
 use releq_common::protocol::{
     encode_frame, FrameReader, LayerSpec, Push, Request, Response, MAX_FRAME, PROTOCOL_VERSION,
@@ -447,6 +447,7 @@ impl QemuDevice {
             Request::Info { .. } => "Info",
             Request::Run { .. } => "Run",
             Request::TimeLayer { .. } => "TimeLayer",
+            Request::Stats => "Stats",
         };
         let mut buf = vec![0u8; MAX_FRAME];
         let len = match encode_frame(request, &mut buf) {
@@ -569,6 +570,13 @@ impl Device for QemuDevice {
         match self.request(&Request::TimeLayer { spec: *spec, repeat })? {
             Reply::LayerTime(t) => Ok(t),
             other => Err(unexpected(other, "TimeLayer")),
+        }
+    }
+
+    fn stats(&mut self) -> Result<DeviceStats, LinkError> {
+        match self.request(&Request::Stats)? {
+            Reply::Stats(s) => Ok(s),
+            other => Err(unexpected(other, "Stats")),
         }
     }
 }
