@@ -185,6 +185,26 @@ pub struct Report {
     pub seconds: f64,
 }
 
+/// Ratios within this share of 1 are "the same".
+const SAME_WITHIN: f64 = 0.005;
+
+/// `value` (a cost: latency, flash) against the all-8-bit model's, in words:
+/// "1.85x faster than int8" (`less`, value below), "1.03x slower than int8"
+/// (`more`, value above), "same as int8" within 0.5 %.
+pub fn versus_int8(value: f64, int8: f64, less: &str, more: &str) -> String {
+    if !(value > 0.0 && int8 > 0.0) {
+        return "n/a".into();
+    }
+    let ratio = value / int8;
+    if (ratio - 1.0).abs() <= SAME_WITHIN {
+        "same as int8".into()
+    } else if ratio < 1.0 {
+        format!("{:.2}x {less} than int8", 1.0 / ratio)
+    } else {
+        format!("{ratio:.2}x {more} than int8")
+    }
+}
+
 /// Render the report as Markdown.
 pub fn markdown(r: &Report) -> String {
     let mut s = format!(
@@ -209,8 +229,14 @@ pub fn markdown(r: &Report) -> String {
     }
     s.push_str(&format!(
         "\n| | chosen | all 8-bit | ratio |\n| --- | ---: | ---: | ---: |\n\
-         | latency (measured) | {} | {} | {:.2}x faster |\n| flash bytes | {} | {} | {:.3} |\n\n",
-        r.latency_total, r.latency_int8, r.speedup_vs_int8, r.flash_bytes, r.flash_int8_bytes, r.flash_ratio
+         | latency (measured) | {} | {} | {} |\n| flash bytes | {} | {} | {:.3}x: {} |\n\n",
+        r.latency_total,
+        r.latency_int8,
+        versus_int8(r.latency_total as f64, r.latency_int8 as f64, "faster", "slower"),
+        r.flash_bytes,
+        r.flash_int8_bytes,
+        r.flash_ratio,
+        versus_int8(r.flash_bytes as f64, r.flash_int8_bytes as f64, "smaller", "larger")
     ));
     s.push_str(&format!(
         "- validation accuracy {:.2} % (float {:.2} %)\n- test accuracy {:.2} % (float {:.2} %)\n\
@@ -302,5 +328,14 @@ mod tests {
         plot(&p, &rs, &pareto(&rs), &rs[1], &rs[0], "instructions").unwrap();
         let svg = std::fs::read_to_string(&p).unwrap();
         assert!(svg.contains("<svg") && svg.contains("Pareto front"));
+    }
+
+    #[test]
+    fn ratios_say_faster_slower_or_same() {
+        assert_eq!(versus_int8(1_000.0, 1_850.0, "faster", "slower"), "1.85x faster than int8");
+        assert_eq!(versus_int8(14_483_722.0, 14_109_454.0, "faster", "slower"), "1.03x slower than int8");
+        assert_eq!(versus_int8(1_004.0, 1_000.0, "faster", "slower"), "same as int8");
+        assert_eq!(versus_int8(996.0, 1_000.0, "faster", "slower"), "same as int8");
+        assert_eq!(versus_int8(324.0, 1_000.0, "smaller", "larger"), "3.09x smaller than int8");
     }
 }
