@@ -369,8 +369,17 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         .unwrap_or_else(|| chosen.clone());
     let front = report::pareto(&records);
     report::write_csv(&o.out.join("pareto.csv"), &front).map_err(io(&o.out))?;
-    report::plot(&o.out.join("pareto.svg"), &records, &front, &final_record, &int8, &unit)
-        .map_err(SearchError::Plot)?;
+    let plot = report::PlotData {
+        all: &records,
+        front: &front,
+        chosen: &refined.chosen.record,
+        int8: &int8,
+        model: &spec.name,
+        board: &o.board.name,
+        unit: &unit,
+        cmsis_int8: report::cmsis_nn_int8(&spec, &o.board.name, &unit),
+    };
+    report::plot(&o.out.join("pareto.svg"), &plot).map_err(SearchError::Plot)?;
     let predicted = final_record.latency;
     let (int8_model, _) = env.oracle.model(&vec![8; l], &vec![8; l])?;
     drop(env);
