@@ -117,9 +117,9 @@ impl Plan<'_> {
         let input = rest.get(in_t.range());
         let in_zp = in_t.quant.zero_point;
         match layer {
-            Layer::Conv2d(l) => K::conv2d(l, in_t.shape, in_zp, input, out_t.shape, out, scratch),
+            Layer::Conv2d(l) => K::conv2d(l, in_t.shape, in_t.quant, input, out_t.shape, out, scratch),
             Layer::DepthwiseConv2d(l) => K::depthwise_conv2d(l, in_t.shape, in_zp, input, out_t.shape, out),
-            Layer::Dense(l) => K::dense(l, in_zp, input, out, scratch),
+            Layer::Dense(l) => K::dense(l, in_t.quant, input, out, scratch),
             Layer::MaxPool2d(p) => K::max_pool(p, in_t.shape, input, out_t.shape, out),
             Layer::AvgPool2d(p) => K::avg_pool(p, in_t.shape, input, out_t.shape, out),
             Layer::Add(a) => {

@@ -38,10 +38,11 @@
 //! kernel instead. Depthwise convolution runs a direct loop per channel with
 //! weights decoded once; pooling and add run the reference kernels.
 
+use super::gather::Gather;
 use super::mac::{pack_lanes, Mac};
 use super::requant::Requant;
-use super::{clamp_bounds, reference};
-use crate::model::{Conv2d, Dense, Shape, Weights};
+use super::{clamp_bounds, packed, reference};
+use crate::model::{Conv2d, Dense, Shape, TensorQuant, Weights};
 use crate::pack;
 
 /// Columns are padded to a multiple of this many lanes (the largest group).
@@ -275,10 +276,13 @@ fn finish(w: &Weights<'_>, c: usize, scaled: i32, shift: u32, out_zp: i32, lo: i
     Requant::new(w.requant(c)).apply(acc).saturating_add(out_zp).clamp(lo, hi) as i8
 }
 
-/// The scratch as aligned words, if it holds at least `words` of them.
+/// The scratch as aligned words, if it holds at least `words` of them
+/// (`usize::MAX`: all there are).
 fn words(scratch: &mut [i8], words: usize) -> Option<&mut [u32]> {
     let (_, mid, _) = bytemuck::pod_align_to_mut::<i8, u32>(scratch);
-    if mid.len() >= words {
+    if words == usize::MAX {
+        Some(mid)
+    } else if mid.len() >= words {
         Some(&mut mid[..words])
     } else {
         None
@@ -305,15 +309,21 @@ fn lane_of(k: usize, g: usize, perm: &[u8; 16]) -> usize {
 pub fn conv2d<M: Mac>(
     l: &Conv2d<'_>,
     in_shape: Shape,
-    in_zp: i32,
+    in_q: TensorQuant,
     input: &[i8],
     out_shape: Shape,
     output: &mut [i8],
     scratch: &mut [i8],
 ) {
+    let in_zp = in_q.zero_point;
     let k = l.kh as usize * l.kw as usize * in_shape.c as usize;
     if padded(k) > MAX_K || scratch.len() < conv2d_scratch(k) {
         return reference::conv2d(l, in_shape, in_zp, input, out_shape, output);
+    }
+    if let Some(buf) = words(scratch, usize::MAX) {
+        if packed::conv2d::<M>(l, in_shape, in_q.bits, in_zp, input, out_shape, output, buf) {
+            return;
+        }
     }
     match l.w.bits {
         8 => conv2d_form::<M, 8>(l, in_shape, in_zp, input, out_shape, output, scratch),
@@ -355,6 +365,7 @@ fn conv2d_form<M: Mac, const BITS: u8>(
             }
         }
     }
+    let gather = Gather::new(table);
     let rb = pack::row_bytes(k, bits);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
     let out_zp = l.out.zero_point;
@@ -372,13 +383,16 @@ fn conv2d_form<M: Mac, const BITS: u8>(
         let (iy0, ix0) = ((oy * sh) as isize - pt as isize, (ox * sw) as isize - pl as isize);
         let lanes: &mut [u16] = bytemuck::cast_slice_mut(cols);
         let at = |p: usize| 4 * (p / 2) + 2 * q + p % 2;
-        if iy0 >= 0 && ix0 >= 0 && iy0 as usize + kh <= ih && ix0 as usize + kw <= iw {
-            let base = (iy0 as usize * iw + ix0 as usize) * ic;
-            let patch = &input[base..];
-            for (pair, t) in lanes.chunks_exact_mut(4).zip(table.chunks_exact(2)) {
-                pair[2 * q] = (patch[t[0] as usize] as i32 - zp) as u16;
-                pair[2 * q + 1] = (patch[t[1] as usize] as i32 - zp) as u16;
-            }
+        let interior = iy0 >= 0 && ix0 >= 0 && iy0 as usize + kh <= ih && ix0 as usize + kw <= iw;
+        let base = if interior { (iy0 as usize * iw + ix0 as usize) * ic } else { 0 };
+        if interior
+            && gather.words(&input[base..], |t, x| {
+                lanes[8 * t + 2 * q] = (x[0] as i32 - zp) as u16;
+                lanes[8 * t + 2 * q + 1] = (x[1] as i32 - zp) as u16;
+                lanes[8 * t + 4 + 2 * q] = (x[2] as i32 - zp) as u16;
+                lanes[8 * t + 4 + 2 * q + 1] = (x[3] as i32 - zp) as u16;
+            })
+        {
         } else {
             for pair in lanes.chunks_exact_mut(4) {
                 pair[2 * q] = 0;
@@ -431,10 +445,16 @@ fn conv2d_form<M: Mac, const BITS: u8>(
 
 /// Fully connected layer; `scratch` must hold [`dense_scratch`] bytes
 /// (otherwise the reference kernel runs).
-pub fn dense<M: Mac>(l: &Dense<'_>, in_zp: i32, input: &[i8], output: &mut [i8], scratch: &mut [i8]) {
+pub fn dense<M: Mac>(l: &Dense<'_>, in_q: TensorQuant, input: &[i8], output: &mut [i8], scratch: &mut [i8]) {
+    let in_zp = in_q.zero_point;
     let k = input.len();
     if padded(k) > MAX_K || scratch.len() < dense_scratch(k) {
         return reference::dense(l, in_zp, input, output);
+    }
+    if let Some(buf) = words(scratch, usize::MAX) {
+        if packed::dense::<M>(l, in_q.bits, in_zp, input, output, buf) {
+            return;
+        }
     }
     match l.w.bits {
         8 => dense_form::<M, 8>(l, in_zp, input, output, scratch),

@@ -15,13 +15,15 @@
 //! scratch region of the arena whose size the validator computes
 //! ([`scratch_bytes`]).
 
-use crate::model::{Add, Conv2d, Dense, Layer, Pool, Shape};
+use crate::model::{Add, Conv2d, Dense, Layer, Pool, Shape, TensorQuant};
 use core::marker::PhantomData;
 
 #[cfg(releq_dsp)]
 pub mod dsp;
 pub mod fast;
+pub mod gather;
 pub mod mac;
+pub mod packed;
 pub mod reference;
 pub mod requant;
 
@@ -50,14 +52,14 @@ pub trait Kernels {
     fn conv2d(
         l: &Conv2d<'_>,
         in_shape: Shape,
-        in_zp: i32,
+        in_q: TensorQuant,
         input: &[i8],
         out_shape: Shape,
         output: &mut [i8],
         scratch: &mut [i8],
     );
     fn depthwise_conv2d(l: &Conv2d<'_>, in_shape: Shape, in_zp: i32, input: &[i8], out_shape: Shape, output: &mut [i8]);
-    fn dense(l: &Dense<'_>, in_zp: i32, input: &[i8], output: &mut [i8], scratch: &mut [i8]);
+    fn dense(l: &Dense<'_>, in_q: TensorQuant, input: &[i8], output: &mut [i8], scratch: &mut [i8]);
     fn max_pool(p: &Pool, in_shape: Shape, input: &[i8], out_shape: Shape, output: &mut [i8]) {
         reference::max_pool(p, in_shape, input, out_shape, output)
     }
@@ -74,14 +76,14 @@ pub struct Reference;
 
 impl Kernels for Reference {
     const NAME: &'static str = "reference";
-    fn conv2d(l: &Conv2d<'_>, s: Shape, zp: i32, x: &[i8], os: Shape, y: &mut [i8], _: &mut [i8]) {
-        reference::conv2d(l, s, zp, x, os, y)
+    fn conv2d(l: &Conv2d<'_>, s: Shape, q: TensorQuant, x: &[i8], os: Shape, y: &mut [i8], _: &mut [i8]) {
+        reference::conv2d(l, s, q.zero_point, x, os, y)
     }
     fn depthwise_conv2d(l: &Conv2d<'_>, s: Shape, zp: i32, x: &[i8], os: Shape, y: &mut [i8]) {
         reference::depthwise_conv2d(l, s, zp, x, os, y)
     }
-    fn dense(l: &Dense<'_>, zp: i32, x: &[i8], y: &mut [i8], _: &mut [i8]) {
-        reference::dense(l, zp, x, y)
+    fn dense(l: &Dense<'_>, q: TensorQuant, x: &[i8], y: &mut [i8], _: &mut [i8]) {
+        reference::dense(l, q.zero_point, x, y)
     }
 }
 
@@ -90,14 +92,14 @@ pub struct Fast<M>(PhantomData<M>);
 
 impl<M: mac::Mac> Kernels for Fast<M> {
     const NAME: &'static str = M::NAME;
-    fn conv2d(l: &Conv2d<'_>, s: Shape, zp: i32, x: &[i8], os: Shape, y: &mut [i8], scratch: &mut [i8]) {
-        fast::conv2d::<M>(l, s, zp, x, os, y, scratch)
+    fn conv2d(l: &Conv2d<'_>, s: Shape, q: TensorQuant, x: &[i8], os: Shape, y: &mut [i8], scratch: &mut [i8]) {
+        fast::conv2d::<M>(l, s, q, x, os, y, scratch)
     }
     fn depthwise_conv2d(l: &Conv2d<'_>, s: Shape, zp: i32, x: &[i8], os: Shape, y: &mut [i8]) {
         fast::depthwise_conv2d(l, s, zp, x, os, y)
     }
-    fn dense(l: &Dense<'_>, zp: i32, x: &[i8], y: &mut [i8], scratch: &mut [i8]) {
-        fast::dense::<M>(l, zp, x, y, scratch)
+    fn dense(l: &Dense<'_>, q: TensorQuant, x: &[i8], y: &mut [i8], scratch: &mut [i8]) {
+        fast::dense::<M>(l, q, x, y, scratch)
     }
 }
 
