@@ -234,7 +234,9 @@ fn agent_state_holds_the_layer_and_hardware_view() {
     // Weighted layers' shares of the measured int8 latency and of flash.
     let lat: f32 = states.iter().map(|s| s[8]).sum();
     let flash: f32 = states.iter().map(|s| s[10]).sum();
-    assert!(lat > 0.95 && lat <= 1.0, "conv and dense layers take most of the time: {lat}");
+    // With the fast kernels the two max pools take about a tenth of LeNet-5's
+    // int8 time (measured 0.897 for the weighted layers on 2026-12-03).
+    assert!(lat > 0.8 && lat < 1.0, "conv and dense layers take most of the time: {lat}");
     assert!(flash > 0.9 && flash <= 1.0, "weights take most of the flash: {flash}");
     assert!(states[0][8] > states[4][8], "conv1 is slower than the last dense");
     // Lowering a layer's bits shows up in its own state and in the cost.
