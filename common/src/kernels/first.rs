@@ -1,0 +1,367 @@
+//! The first convolution of image models: 1 to 3 input channels, as a
+//! FIR-style filter over 16-bit lane words.
+//!
+//! # When it applies
+//! Standard convolutions with `in_c <= 3` ([`MAX_IN_C`]), at most
+//! [`super::fast::MAX_K`] weights per output, whose scratch ([`scratch`])
+//! is at most [`MAX_SCRATCH`] bytes ([`applies`]). These layers have tiny
+//! dot products (`K = 25` for a 5x5 kernel on one channel), so the generic
+//! im2col kernel spends its time gathering, on the partial last weight word
+//! and on requantising every `K` MACs; this kernel has no gather and no
+//! partial words. The decision depends only on the layer and its input
+//! shape, so the arena size is the same on every target.
+//!
+//! # What it does
+//! Once per call:
+//! - the input is converted to `x - zero_point` in signed 16-bit lanes, into
+//!   a zero-padded copy in scratch: `hp` rows of `rw` words, row `r` holding
+//!   input row `r - pad.top`, element `e` of a row being channel `e % C` of
+//!   padded column `e / C` (padding and everything past the input are 0, so
+//!   there are no border cases);
+//! - the weights of every output channel are decoded (any bitwidth, with
+//!   [`crate::pack::get`]) into lane words: per kernel row `ky`, the `L =
+//!   kw * C` taps `w0..w(L-1)` of that row twice, `A = (w0,w1) (w2,w3) ..`
+//!   and `B = (0,w0) (w1,w2) ..`, both [`nw`] words long, zero padded, then
+//!   one word with the byte stride between padded rows (0 after the last
+//!   kernel row; only the assembly loop reads it).
+//!
+//! In HWC order the taps of one kernel row are `L` consecutive elements of a
+//! padded row, starting at element `x * sw * C` for output column `x`. An
+//! output whose window starts at an even element takes its dot product with
+//! the aligned words from there and `A`; one starting at an odd element
+//! takes the words from the element before and `B`. Then four adjacent
+//! output pixels of one output channel are computed per pass, sharing the
+//! input word loads (for stride 1 and one channel, the four windows start at
+//! elements 0, 1, 2, 3: words 0..nw with `A`, `B`, words 1..nw+1 with `A`,
+//! `B`), with `SMLAD` (two products per instruction) through [`Mac`]. On the
+//! DSP set, the pass for stride 1, one channel and `nw = 3` (4- and 5-wide
+//! kernels) is a hand-scheduled loop ([`super::dsp_first`]: per kernel row
+//! 3 `LDM`, 12 `SMLAD` and 3 loop instructions for 20 MACs); every other
+//! shape, and the portable set, runs the plain-Rust pass. Each pass's
+//! accumulators start at the channels' bias and are requantised with
+//! [`Requant`] (prepared once per channel).
+//!
+//! # Scratch
+//! `4 * (hp * rw + out_c * kh * (2 * nw + 1)) + 4` bytes ([`scratch`]):
+//! `hp = (out_h - 1) * stride_h + kh` padded rows of `rw = ((ow4 - 1) *
+//! stride_w * C) / 2 + nw` words, `ow4` being the output width rounded up
+//! to 4 (the last pass's extra pixels read inside the row and are not
+//! stored), then the decoded weights, plus alignment slack.
+
+use super::mac::{pack_lanes, Mac};
+use super::requant::Requant;
+use super::{clamp_bounds, fast};
+use crate::model::{Conv2d, Shape};
+use crate::pack;
+
+/// Most input channels the kernel takes.
+pub const MAX_IN_C: usize = 3;
+
+/// Most scratch bytes the kernel may ask for (larger inputs run the generic
+/// kernel, which needs far less).
+pub const MAX_SCRATCH: usize = 16 * 1024;
+
+/// Output pixels per pass.
+pub const PIX: usize = 4;
+
+/// Lane words per kernel row and phase for `l` taps per row: enough for the
+/// `B` form, one tap later.
+pub const fn nw(l: usize) -> usize {
+    l / 2 + 1
+}
+
+/// The layout of the scratch for one layer.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    c: usize,
+    kh: usize,
+    /// Taps per kernel row, `kw * C`.
+    l: usize,
+    /// Elements between the windows of adjacent output columns, `sw * C`.
+    s: usize,
+    nw: usize,
+    /// Words per padded row.
+    rw: usize,
+    /// Padded rows.
+    hp: usize,
+    oh: usize,
+    ow: usize,
+    out_c: usize,
+}
+
+impl Geom {
+    fn new(l: &Conv2d<'_>, in_shape: Shape) -> Option<Self> {
+        let (kh, kw) = (l.kh as usize, l.kw as usize);
+        let (sh, sw) = (l.stride_h as usize, l.stride_w as usize);
+        let out = |len: u16, k: usize, s: usize, a: u8, b: u8| {
+            let p = len as usize + a as usize + b as usize;
+            (p >= k && s > 0).then(|| (p - k) / s + 1)
+        };
+        let oh = out(in_shape.h, kh, sh, l.pad.top, l.pad.bottom)?;
+        let ow = out(in_shape.w, kw, sw, l.pad.left, l.pad.right)?;
+        let c = in_shape.c as usize;
+        let (lt, s) = (kw * c, sw * c);
+        let nw = nw(lt);
+        let ow4 = ow.div_ceil(PIX) * PIX;
+        let rw = (ow4 - 1) * s / 2 + nw;
+        let hp = (oh - 1) * sh + kh;
+        Some(Self { c, kh, l: lt, s, nw, rw, hp, oh, ow, out_c: l.out_c as usize })
+    }
+
+    /// Words per kernel row in the decoded weights.
+    fn wrow(&self) -> usize {
+        2 * self.nw + 1
+    }
+
+    fn weight_words(&self) -> usize {
+        self.out_c * self.kh * self.wrow()
+    }
+
+    fn input_words(&self) -> usize {
+        self.hp * self.rw
+    }
+
+    fn bytes(&self) -> usize {
+        4 * (self.input_words() + self.weight_words()) + 4
+    }
+}
+
+/// Scratch bytes [`conv2d`] needs for `l` reading `in_shape` (0 when the
+/// shape has no output).
+pub fn scratch(l: &Conv2d<'_>, in_shape: Shape) -> usize {
+    Geom::new(l, in_shape).map_or(0, |g| g.bytes())
+}
+
+/// Whether [`conv2d`] takes `l` reading `in_shape` (it also needs
+/// [`scratch`] bytes of scratch).
+pub fn applies(l: &Conv2d<'_>, in_shape: Shape) -> bool {
+    let c = in_shape.c as usize;
+    let k = l.kh as usize * l.kw as usize * c;
+    (1..=MAX_IN_C).contains(&c) && k <= fast::MAX_K && Geom::new(l, in_shape).is_some_and(|g| g.bytes() <= MAX_SCRATCH)
+}
+
+/// One output channel's decoded weights for the stride-1, one-channel,
+/// `nw = 3` shape, checked once: `kh >= 1` kernel rows of 7 words (`A`,
+/// `B`, stride word), every stride word but the last `4 * rw` and the last
+/// 0. The fields are private, so a `Taps` always holds these invariants
+/// (the assembly pass relies on them to stay in bounds).
+#[derive(Debug, Clone, Copy)]
+pub struct Taps<'a> {
+    w: &'a [u32],
+    rw: usize,
+    kh: usize,
+}
+
+impl<'a> Taps<'a> {
+    /// Words per kernel row.
+    pub const ROW: usize = 7;
+
+    /// Check `w` (`kh` rows) against `rw` words per padded row.
+    pub fn new(w: &'a [u32], rw: usize, kh: usize) -> Option<Self> {
+        let ok = kh >= 1
+            && w.len() == kh * Self::ROW
+            && (4 * rw) as u64 <= u32::MAX as u64
+            && w.chunks_exact(Self::ROW)
+                .enumerate()
+                .all(|(ky, r)| r[Self::ROW - 1] == if ky + 1 < kh { (4 * rw) as u32 } else { 0 });
+        ok.then_some(Self { w, rw, kh })
+    }
+
+    /// The words.
+    pub fn words(&self) -> &'a [u32] {
+        self.w
+    }
+
+    /// Words per padded input row.
+    pub fn rw(&self) -> usize {
+        self.rw
+    }
+
+    /// Kernel rows.
+    pub fn kh(&self) -> usize {
+        self.kh
+    }
+}
+
+/// A pass over four output pixels with a hand-scheduled loop, where the
+/// kernel set has one.
+pub trait FirstPass: Mac {
+    /// Stride 1, one channel, `nw = 3`: add to `acc` the dot products of the
+    /// four windows starting at `x[0]` (rows `taps.rw()` words apart) with
+    /// `taps` (see the module doc) and return true; or return false (not
+    /// available: the generic pass runs).
+    #[inline(always)]
+    fn pass_s1_nw3(x: &[u32], taps: &Taps<'_>, acc: &mut [i32; PIX]) -> bool {
+        let _ = (x, taps, acc);
+        false
+    }
+}
+
+impl FirstPass for super::mac::Portable {}
+
+/// The plain-Rust pass: `acc[i] += dot(window i, kernel)` where window `i`
+/// starts at word `d[i]` of `x` and takes the `A` (`p[i] = 0`) or `B`
+/// (`p[i] = 1`) form of the weights.
+#[inline(always)]
+fn pass<M: Mac>(g: &Geom, x: &[u32], w: &[u32], d: &[usize; PIX], p: &[usize; PIX], acc: &mut [i32; PIX]) {
+    let (nw, rw) = (g.nw, g.rw);
+    for (ky, wk) in w.chunks_exact(g.wrow()).enumerate() {
+        let xr = &x[ky * rw..];
+        for i in 0..PIX {
+            let (xs, ws) = (&xr[d[i]..d[i] + nw], &wk[p[i] * nw..p[i] * nw + nw]);
+            let mut a = acc[i];
+            for (&xv, &wv) in xs.iter().zip(ws) {
+                a = M::smlad(xv, wv, a);
+            }
+            acc[i] = a;
+        }
+    }
+}
+
+/// The scratch as aligned words, if it holds at least `words` of them.
+fn words(scratch: &mut [i8], words: usize) -> Option<&mut [u32]> {
+    let (_, mid, _) = bytemuck::pod_align_to_mut::<i8, u32>(scratch);
+    mid.get_mut(..words)
+}
+
+/// Convert the input into the zero-padded 16-bit copy.
+fn fill_input(g: &Geom, l: &Conv2d<'_>, in_shape: Shape, in_zp: i32, input: &[i8], buf: &mut [u32]) {
+    let (ih, iw) = (in_shape.h as usize, in_shape.w as usize);
+    let (pt, pl) = (l.pad.top as usize, l.pad.left as usize);
+    let lanes: &mut [u16] = bytemuck::cast_slice_mut(buf);
+    let row_len = 2 * g.rw;
+    let start = (pl * g.c).min(row_len);
+    let end = ((pl + iw) * g.c).min(row_len);
+    for (r, row) in lanes.chunks_exact_mut(row_len).enumerate() {
+        let iy = r.wrapping_sub(pt);
+        if iy >= ih {
+            row.fill(0);
+            continue;
+        }
+        row[..start].fill(0);
+        row[end..].fill(0);
+        let src = &input[iy * iw * g.c..iy * iw * g.c + (end - start)];
+        for (d, &v) in row[start..end].iter_mut().zip(src) {
+            *d = (v as i32 - in_zp) as u16;
+        }
+    }
+}
+
+/// Decode every output channel's weights into the `A`/`B` lane words.
+fn fill_weights(g: &Geom, l: &Conv2d<'_>, buf: &mut [u32]) {
+    let bits = l.w.bits;
+    let rb = pack::row_bytes(g.kh * g.l, bits);
+    let (nw, wrow) = (g.nw, g.wrow());
+    for (oc, wc) in buf.chunks_exact_mut(g.kh * wrow).enumerate() {
+        let row = l.w.row(oc, rb);
+        for (ky, wk) in wc.chunks_exact_mut(wrow).enumerate() {
+            let tap = |t: isize| {
+                if t >= 0 && (t as usize) < g.l {
+                    pack::get(row, bits, ky * g.l + t as usize) as i32
+                } else {
+                    0
+                }
+            };
+            for j in 0..nw {
+                let t = 2 * j as isize;
+                wk[j] = pack_lanes(tap(t), tap(t + 1));
+                wk[nw + j] = pack_lanes(tap(t - 1), tap(t));
+            }
+            wk[2 * nw] = if ky + 1 < g.kh { (4 * g.rw) as u32 } else { 0 };
+        }
+    }
+}
+
+/// Standard 2-D convolution with 1 to 3 input channels; the caller checks
+/// [`applies`] and gives at least [`scratch`] bytes of scratch (otherwise
+/// the generic kernel runs).
+pub fn conv2d<M: FirstPass>(
+    l: &Conv2d<'_>,
+    in_shape: Shape,
+    in_zp: i32,
+    input: &[i8],
+    out_shape: Shape,
+    output: &mut [i8],
+    scratch: &mut [i8],
+) {
+    let geom = Geom::new(l, in_shape);
+    let Some(g) = geom.filter(|g| g.oh == out_shape.h as usize && g.ow == out_shape.w as usize) else {
+        return fast::conv2d::<M>(l, in_shape, in_zp, input, out_shape, output, scratch);
+    };
+    let Some(buf) = words(scratch, g.input_words() + g.weight_words()) else {
+        return fast::conv2d::<M>(l, in_shape, in_zp, input, out_shape, output, scratch);
+    };
+    let (xbuf, wbuf) = buf.split_at_mut(g.input_words());
+    fill_input(&g, l, in_shape, in_zp, input, xbuf);
+    fill_weights(&g, l, wbuf);
+    let (xbuf, wbuf) = (&*xbuf, &*wbuf);
+
+    let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
+    let out_zp = l.out.zero_point;
+    let sh = l.stride_h as usize;
+    let mut d = [0usize; PIX];
+    let mut p = [0usize; PIX];
+    for i in 0..PIX {
+        d[i] = i * g.s / 2;
+        p[i] = i * g.s % 2;
+    }
+    let block_words = PIX * g.s / 2;
+    let blocks = g.ow.div_ceil(PIX);
+    let wch = g.kh * g.wrow();
+    for (oc, w) in wbuf.chunks_exact(wch).enumerate() {
+        let bias = l.w.bias(oc);
+        let rq = Requant::new(l.w.requant(oc));
+        let taps = if g.s == 1 && g.nw == 3 { Taps::new(w, g.rw, g.kh) } else { None };
+        for oy in 0..g.oh {
+            let row0 = oy * sh * g.rw;
+            let obase = oy * g.ow * g.out_c + oc;
+            for b in 0..blocks {
+                let x = &xbuf[row0 + b * block_words..];
+                let mut acc = [bias; PIX];
+                if !taps.is_some_and(|t| M::pass_s1_nw3(x, &t, &mut acc)) {
+                    pass::<M>(&g, x, w, &d, &p, &mut acc);
+                }
+                let n = PIX.min(g.ow - b * PIX);
+                for (i, &a) in acc.iter().enumerate().take(n) {
+                    let y = rq.apply(a).saturating_add(out_zp).clamp(lo, hi);
+                    output[obase + (b * PIX + i) * g.out_c] = y as i8;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::NO_WEIGHTS;
+    use crate::model::{Activation, Clamp, Padding, TensorQuant};
+
+    fn layer(k: u8, stride: u8, pad: u8, out_c: u16) -> Conv2d<'static> {
+        Conv2d {
+            input: 0,
+            out_c,
+            kh: k,
+            kw: k,
+            stride_h: stride,
+            stride_w: stride,
+            pad: Padding::same(pad),
+            act: Activation::None,
+            clamp: Clamp { min: -128, max: 127 },
+            out: TensorQuant { scale: 1.0, zero_point: 0, bits: 8 },
+            w: NO_WEIGHTS,
+        }
+    }
+
+    /// The anchor conv1 (28x28x1 -> 6, 5x5, pad 2): 32 rows of 16 words and
+    /// 6 * 5 * 7 weight words.
+    #[test]
+    fn conv1_scratch() {
+        let l = layer(5, 1, 2, 6);
+        let s = Shape::new(28, 28, 1);
+        assert!(applies(&l, s));
+        assert_eq!(scratch(&l, s), 4 * (32 * 16 + 6 * 5 * 7) + 4);
+        assert!(!applies(&l, Shape::new(28, 28, 4)));
+        assert!(!applies(&l, Shape::new(224, 224, 3)));
+    }
+}
