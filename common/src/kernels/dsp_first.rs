@@ -1,29 +1,34 @@
-//! The hand-scheduled pass of [`super::first`] on ARMv7E-M (Cortex-M4,
-//! Cortex-M7): four adjacent output pixels of one output channel, stride 1,
-//! one input channel, three lane words per kernel row and phase (kernels 4
-//! and 5 wide).
+//! The hand-scheduled row loop of [`super::first`] on ARMv7E-M (Cortex-M4,
+//! Cortex-M7): one output row of one output channel, four adjacent output
+//! pixels per pass, for stride 1, one input channel and three lane words per
+//! kernel row and phase (kernels 4 and 5 wide).
 //!
 //! Per kernel row: one `LDM` of the four input words, one `LDM` of the `A`
 //! words, six `SMLAD`, one `LDM` of the `B` words and the row stride, six
-//! `SMLAD`, `ADD` + `CMP` + `BNE`: 18 instructions for 20 MACs (5x5).
+//! `SMLAD`, `ADD` + `CMP` + `BNE`: 18 instructions for 20 MACs (5x5). Per
+//! pass: 9 more (reload the pointers and the bias with one `LDM`, store the
+//! four accumulators with one `STM`, advance, count).
 //!
 //! Compiled only where the build script sets `releq_dsp`. The same tests
 //! that check the portable pass on the host run this one under QEMU
 //! (`tests/tests/kernels_qemu.rs`), bit for bit against the reference.
 //!
 //! # Safety
-//! The loop reads `taps.kh()` kernel rows of 7 words from the weights
-//! pointer (post-incremented) and, per kernel row, 4 words from the input
-//! pointer, which then advances by the row's stride word, the loop ending
-//! after the row whose stride word is 0. [`Taps`] (private fields, checked
-//! constructor) guarantees `kh >= 1`, `kh * 7` words, every stride word but
-//! the last `4 * rw` and the last 0; so the weights reads are in bounds and
-//! the input reads are words `ky * rw .. ky * rw + 4` for `ky < kh`, which
-//! [`Dsp::pass_s1_nw3`] checks against the input slice before the call.
-//! Both slices are `u32` slices, so word aligned (`LDM` needs it). The
-//! function writes only the four accumulators behind `acc`, saves and
-//! restores every callee-saved register it uses (AAPCS) and keeps the stack
-//! 8-byte aligned. `SMLAD` may set the sticky Q flag; nothing reads it.
+//! Per pass `b < blocks`, the loop reads `taps.kh()` kernel rows of 7 words
+//! from the weights pointer (post-incremented from the start of `taps`) and,
+//! per kernel row, 4 words from the input pointer (starting at word `2 * b`),
+//! which then advances by the row's stride word, the pass ending after the
+//! row whose stride word is 0; then it writes 4 accumulators at `acc[4 *
+//! b..]`. [`Taps`] (private fields, checked constructor) guarantees `kh >=
+//! 1`, `kh * 7` words, every stride word but the last `4 * rw` and the last
+//! 0; so the weights reads are in bounds and the input reads are words `2 *
+//! b + ky * rw .. + 4` for `ky < kh`: [`Dsp::row_s1_nw3`] checks, before the
+//! call, that `blocks >= 1`, that these end inside `x` and that `acc` holds
+//! `4 * blocks` values. The slices are `u32` / `i32` slices, so word aligned
+//! (`LDM`/`STM` need it). The function writes nothing else but its own stack
+//! frame (40 bytes below the 9 saved registers), saves and restores every
+//! callee-saved register it uses (AAPCS) and calls nothing. `SMLAD` may set
+//! the sticky Q flag; nothing reads it.
 #![allow(unsafe_code)]
 
 use super::dsp::Dsp;
@@ -31,28 +36,43 @@ use super::first::{FirstPass, Taps, PIX};
 
 impl FirstPass for Dsp {
     #[inline(always)]
-    fn pass_s1_nw3(x: &[u32], taps: &Taps<'_>, acc: &mut [i32; PIX]) -> bool {
-        if x.len() < (taps.kh() - 1) * taps.rw() + 4 {
+    fn row_s1_nw3(x: &[u32], taps: &Taps<'_>, bias: i32, acc: &mut [i32]) -> bool {
+        let blocks = acc.len() / PIX;
+        if blocks == 0 || x.len() < 2 * (blocks - 1) + (taps.kh() - 1) * taps.rw() + 4 {
             return false;
         }
-        // SAFETY: see the module doc: `taps` holds its invariants and the
-        // input reads end inside `x` (checked above).
-        unsafe { pass_s1_nw3(x.as_ptr(), taps.words().as_ptr(), acc) };
+        // SAFETY: see the module doc: `taps` holds its invariants, the input
+        // reads end inside `x` and `acc` holds `4 * blocks` values (checked
+        // above).
+        unsafe { row_s1_nw3(x.as_ptr(), taps.words().as_ptr(), acc.as_mut_ptr(), blocks, bias) };
         true
     }
 }
 
-/// `acc[i] += sum over kernel rows ky of dot(x[ky*rw + i/2 ..][..3], f_i)`
-/// where `f_i` is the row's `A` (even `i`) or `B` (odd `i`) words.
+/// For `b < blocks`: `acc[4 * b + i] = bias + sum over kernel rows ky of
+/// dot(x[2 * b + ky * rw + i / 2 ..][..3], f_i)` where `f_i` is the row's
+/// `A` (even `i`) or `B` (odd `i`) words.
+///
+/// Stack frame: `[sp]` input pointer of the pass, `[sp + 4]` weights,
+/// `[sp + 8 .. 24]` the bias four times, `[sp + 24]` output pointer, `[sp +
+/// 28]` passes left, `[sp + 32]` padding (8-byte alignment).
 ///
 /// # Safety
-/// `w` points at a kernel as [`Taps`] guarantees it; `x` at `(kh - 1) * rw
-/// + 4` readable, word-aligned words; `acc` at four writable `i32`.
+/// `blocks >= 1`; `w` points at a kernel as [`Taps`] guarantees it; `x` at
+/// `2 * (blocks - 1) + (kh - 1) * rw + 4` readable, word-aligned words;
+/// `acc` at `4 * blocks` writable `i32`.
 #[unsafe(naked)]
-unsafe extern "C" fn pass_s1_nw3(x: *const u32, w: *const u32, acc: *mut [i32; PIX]) {
+unsafe extern "C" fn row_s1_nw3(x: *const u32, w: *const u32, acc: *mut i32, blocks: usize, bias: i32) {
     core::arch::naked_asm!(
-        "push {{r2, r4-r11, lr}}",
-        "ldm r2, {{r4-r7}}",
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "sub sp, #40",
+        "strd r0, r1, [sp]",
+        "strd r12, r12, [sp, #8]",
+        "strd r12, r12, [sp, #16]",
+        "strd r2, r3, [sp, #24]",
+        "3:",
+        "ldm sp, {{r0, r1, r4, r5, r6, r7}}",
         "2:",
         "ldm r0, {{r8-r11}}",
         "ldm r1!, {{r2, r3, r12}}",
@@ -72,8 +92,15 @@ unsafe extern "C" fn pass_s1_nw3(x: *const u32, w: *const u32, acc: *mut [i32; P
         "add r0, r0, lr",
         "cmp lr, #0",
         "bne 2b",
-        "ldr r2, [sp]",
-        "stm r2, {{r4-r7}}",
-        "pop {{r2, r4-r11, pc}}",
+        "ldr r0, [sp]",
+        "ldrd r2, r3, [sp, #24]",
+        "stm r2!, {{r4-r7}}",
+        "adds r0, #8",
+        "str r0, [sp]",
+        "subs r3, #1",
+        "strd r2, r3, [sp, #24]",
+        "bne 3b",
+        "add sp, #40",
+        "pop {{r4-r11, pc}}",
     )
 }

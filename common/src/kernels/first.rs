@@ -121,8 +121,18 @@ impl Geom {
         self.hp * self.rw
     }
 
+    /// Passes per output row.
+    fn blocks(&self) -> usize {
+        self.ow.div_ceil(PIX)
+    }
+
+    /// Accumulators of one output row (whole passes).
+    fn acc_words(&self) -> usize {
+        self.blocks() * PIX
+    }
+
     fn bytes(&self) -> usize {
-        4 * (self.input_words() + self.weight_words()) + 4
+        4 * (self.input_words() + self.weight_words() + self.acc_words()) + 4
     }
 }
 
@@ -183,16 +193,17 @@ impl<'a> Taps<'a> {
     }
 }
 
-/// A pass over four output pixels with a hand-scheduled loop, where the
-/// kernel set has one.
+/// One output row's passes with a hand-scheduled loop, where the kernel
+/// set has one.
 pub trait FirstPass: Mac {
-    /// Stride 1, one channel, `nw = 3`: add to `acc` the dot products of the
-    /// four windows starting at `x[0]` (rows `taps.rw()` words apart) with
-    /// `taps` (see the module doc) and return true; or return false (not
-    /// available: the generic pass runs).
+    /// Stride 1, one channel, `nw = 3`: for every pass `b` (`acc.len() /
+    /// 4` of them, at least one), set `acc[4 * b + i]` to `bias` plus the dot
+    /// product of window `i` starting at word `2 * b` of `x` (rows
+    /// `taps.rw()` words apart) with `taps` (see the module doc), and return
+    /// true; or return false (not available: the generic pass runs).
     #[inline(always)]
-    fn pass_s1_nw3(x: &[u32], taps: &Taps<'_>, acc: &mut [i32; PIX]) -> bool {
-        let _ = (x, taps, acc);
+    fn row_s1_nw3(x: &[u32], taps: &Taps<'_>, bias: i32, acc: &mut [i32]) -> bool {
+        let _ = (x, taps, bias, acc);
         false
     }
 }
@@ -288,13 +299,15 @@ pub fn conv2d<M: FirstPass>(
     let Some(g) = geom.filter(|g| g.oh == out_shape.h as usize && g.ow == out_shape.w as usize) else {
         return fast::conv2d::<M>(l, in_shape, in_zp, input, out_shape, output, scratch);
     };
-    let Some(buf) = words(scratch, g.input_words() + g.weight_words()) else {
+    let Some(buf) = words(scratch, g.input_words() + g.weight_words() + g.acc_words()) else {
         return fast::conv2d::<M>(l, in_shape, in_zp, input, out_shape, output, scratch);
     };
-    let (xbuf, wbuf) = buf.split_at_mut(g.input_words());
+    let (xbuf, rest) = buf.split_at_mut(g.input_words());
+    let (wbuf, accs) = rest.split_at_mut(g.weight_words());
     fill_input(&g, l, in_shape, in_zp, input, xbuf);
     fill_weights(&g, l, wbuf);
     let (xbuf, wbuf) = (&*xbuf, &*wbuf);
+    let accs: &mut [i32] = bytemuck::cast_slice_mut(accs);
 
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
     let out_zp = l.out.zero_point;
@@ -306,28 +319,68 @@ pub fn conv2d<M: FirstPass>(
         p[i] = i * g.s % 2;
     }
     let block_words = PIX * g.s / 2;
-    let blocks = g.ow.div_ceil(PIX);
     let wch = g.kh * g.wrow();
+    // The largest accumulator magnitude besides the bias.
+    let sum_max = (g.kh * g.l) as i64 * 255 * 128;
     for (oc, w) in wbuf.chunks_exact(wch).enumerate() {
         let bias = l.w.bias(oc);
-        let rq = Requant::new(l.w.requant(oc));
+        let q = l.w.requant(oc);
+        let rq = Requant::new(q);
+        let fast_rq = (q.shift < 0 && (bias as i64).abs() + sum_max < 1 << 30).then(|| RightRequant::new(q));
         let taps = if g.s == 1 && g.nw == 3 { Taps::new(w, g.rw, g.kh) } else { None };
         for oy in 0..g.oh {
-            let row0 = oy * sh * g.rw;
-            let obase = oy * g.ow * g.out_c + oc;
-            for b in 0..blocks {
-                let x = &xbuf[row0 + b * block_words..];
-                let mut acc = [bias; PIX];
-                if !taps.is_some_and(|t| M::pass_s1_nw3(x, &t, &mut acc)) {
-                    pass::<M>(&g, x, w, &d, &p, &mut acc);
+            let xr = &xbuf[oy * sh * g.rw..];
+            if !taps.is_some_and(|t| M::row_s1_nw3(xr, &t, bias, accs)) {
+                for (b, acc) in accs.chunks_exact_mut(PIX).enumerate() {
+                    let mut a = [bias; PIX];
+                    pass::<M>(&g, &xr[b * block_words..], w, &d, &p, &mut a);
+                    acc.copy_from_slice(&a);
                 }
-                let n = PIX.min(g.ow - b * PIX);
-                for (i, &a) in acc.iter().enumerate().take(n) {
-                    let y = rq.apply(a).saturating_add(out_zp).clamp(lo, hi);
-                    output[obase + (b * PIX + i) * g.out_c] = y as i8;
+            }
+            let out = &mut output[oy * g.ow * g.out_c + oc..];
+            let outs = out.iter_mut().step_by(g.out_c);
+            match fast_rq {
+                Some(f) => {
+                    for (o, &a) in outs.zip(&accs[..g.ow]) {
+                        *o = f.apply(a).wrapping_add(out_zp).clamp(lo, hi) as i8;
+                    }
+                }
+                None => {
+                    for (o, &a) in outs.zip(&accs[..g.ow]) {
+                        *o = rq.apply(a).saturating_add(out_zp).clamp(lo, hi) as i8;
+                    }
                 }
             }
         }
+    }
+}
+
+/// [`Requant`] for a right shift (`shift < 0`) and accumulators below
+/// `2^30` in magnitude: one rounding add instead of the mask and threshold.
+///
+/// With `y` the high multiply, `r = -shift` and `y = q * 2^r + rem`
+/// (`0 <= rem < 2^r`), the reference adds 1 to `q` iff `rem > 2^(r-1) - 1 +
+/// [y < 0]`; and `(y + 2^(r-1) - [y < 0]) >> r = q + 1` iff `rem + 2^(r-1)
+/// - [y < 0] >= 2^r`, the same condition (it is never below `q`, as
+/// `2^(r-1) >= 1`). For `|x| < 2^30` and a multiplier below `2^31`, `|y| <
+/// 2^30`, so with `2^(r-1) <= 2^30` the sum does not overflow.
+#[derive(Debug, Clone, Copy)]
+struct RightRequant {
+    m: i32,
+    half: i32,
+    right: u32,
+}
+
+impl RightRequant {
+    fn new(q: crate::quant::QuantizedMultiplier) -> Self {
+        let right = (-(q.shift as i32)).clamp(1, 31) as u32;
+        Self { m: q.multiplier, half: 1 << (right - 1), right }
+    }
+
+    #[inline(always)]
+    fn apply(&self, x: i32) -> i32 {
+        let y = ((x as i64 * self.m as i64 + (1i64 << 30)) >> 31) as i32;
+        (y + self.half - ((y as u32 >> 31) as i32)) >> self.right
     }
 }
 
@@ -353,14 +406,14 @@ mod tests {
         }
     }
 
-    /// The anchor conv1 (28x28x1 -> 6, 5x5, pad 2): 32 rows of 16 words and
-    /// 6 * 5 * 7 weight words.
+    /// The anchor conv1 (28x28x1 -> 6, 5x5, pad 2): 32 rows of 16 words,
+    /// 6 * 5 * 7 weight words and 28 accumulators.
     #[test]
     fn conv1_scratch() {
         let l = layer(5, 1, 2, 6);
         let s = Shape::new(28, 28, 1);
         assert!(applies(&l, s));
-        assert_eq!(scratch(&l, s), 4 * (32 * 16 + 6 * 5 * 7) + 4);
+        assert_eq!(scratch(&l, s), 4 * (32 * 16 + 6 * 5 * 7 + 28) + 4);
         assert!(!applies(&l, Shape::new(28, 28, 4)));
         assert!(!applies(&l, Shape::new(224, 224, 3)));
     }
