@@ -29,10 +29,15 @@
 //! frame (40 bytes below the 9 saved registers), saves and restores every
 //! callee-saved register it uses (AAPCS) and calls nothing. `SMLAD` may set
 //! the sticky Q flag; nothing reads it.
+//!
+//! The store loop ([`store_right`]) reads `n >= 1` accumulators and the six
+//! words of a [`RightParams`], and writes bytes `i * stride` (`i < n`) of
+//! the output row, which [`Dsp::store_right`] checks are inside `out`; it
+//! saves and restores the registers it uses and calls nothing.
 #![allow(unsafe_code)]
 
 use super::dsp::Dsp;
-use super::first::{FirstPass, Taps, PIX};
+use super::first::{FirstPass, RightParams, Taps, PIX};
 
 impl FirstPass for Dsp {
     #[inline(always)]
@@ -47,6 +52,58 @@ impl FirstPass for Dsp {
         unsafe { row_s1_nw3(x.as_ptr(), taps.words().as_ptr(), acc.as_mut_ptr(), blocks, bias) };
         true
     }
+
+    #[inline(always)]
+    fn store_right(accs: &[i32], out: &mut [i8], stride: usize, p: &RightParams) -> bool {
+        let n = accs.len();
+        if n == 0 || stride == 0 || out.len() <= (n - 1) * stride {
+            return false;
+        }
+        // SAFETY: `n >= 1` accumulators are read; the writes are bytes `i *
+        // stride` for `i < n`, inside `out` (checked above); see the module
+        // doc.
+        unsafe { store_right(accs.as_ptr(), out.as_mut_ptr(), n, stride, p) };
+        true
+    }
+}
+
+/// `out[i * stride] = clamp(((y + half - [y < 0]) >> right) + zp, lo, hi)`
+/// for `i < n`, where `y = SMMULR(2 * accs[i], m) = (accs[i] * m + 2^30) >>
+/// 31` (exact: `|accs[i]| < 2^30`, so `2 * accs[i]` does not overflow, and
+/// `(2a * m + 2^31) >> 32 = (a * m + 2^30) >> 31`); the rounding add is
+/// [`super::first`]'s `RightRequant`, exact for these accumulators.
+/// 17 instructions per output.
+///
+/// # Safety
+/// `n >= 1`; `accs[0..n]` readable; `out[i * stride]` writable for `i < n`;
+/// `p` readable. The values are not safety conditions (wrong ones give wrong
+/// outputs, nothing else).
+#[unsafe(naked)]
+unsafe extern "C" fn store_right(accs: *const i32, out: *mut i8, n: usize, stride: usize, p: &RightParams) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "ldm r12, {{r4-r9}}",
+        "2:",
+        "ldr r10, [r0], #4",
+        "lsl r10, r10, #1",
+        "smmulr r10, r10, r4",
+        "add r11, r10, r5",
+        "sub r11, r11, r10, lsr #31",
+        "asr r11, r11, r6",
+        "add r11, r11, r7",
+        "cmp r11, r8",
+        "it lt",
+        "movlt r11, r8",
+        "cmp r11, r9",
+        "it gt",
+        "movgt r11, r9",
+        "strb r11, [r1]",
+        "add r1, r1, r3",
+        "subs r2, r2, #1",
+        "bne 2b",
+        "pop {{r4-r11, pc}}",
+    )
 }
 
 /// For `b < blocks`: `acc[4 * b + i] = bias + sum over kernel rows ky of

@@ -206,6 +206,35 @@ pub trait FirstPass: Mac {
         let _ = (x, taps, bias, acc);
         false
     }
+
+    /// Store `out[i * stride] = clamp(right_requant(accs[i]) + zp, lo, hi)`
+    /// for every accumulator (all below `2^30` in magnitude; see
+    /// [`RightParams`]) and return true; or return false (not available:
+    /// the plain-Rust loop runs).
+    #[inline(always)]
+    fn store_right(accs: &[i32], out: &mut [i8], stride: usize, p: &RightParams) -> bool {
+        let _ = (accs, out, stride, p);
+        false
+    }
+}
+
+/// A right-shift requantisation ([`RightRequant`]) and the output's zero
+/// point and clamp, in the order the assembly store loop loads them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RightParams {
+    /// Multiplier, `0..2^31`.
+    pub m: i32,
+    /// `2^(right - 1)`.
+    pub half: i32,
+    /// Right shift, `1..=31`.
+    pub right: i32,
+    /// Output zero point.
+    pub zp: i32,
+    /// Lowest output code.
+    pub lo: i32,
+    /// Highest output code.
+    pub hi: i32,
 }
 
 impl FirstPass for super::mac::Portable {}
@@ -338,19 +367,37 @@ pub fn conv2d<M: FirstPass>(
                 }
             }
             let out = &mut output[oy * g.ow * g.out_c + oc..];
-            let outs = out.iter_mut().step_by(g.out_c);
+            let row = Out { accs: &accs[..g.ow], zp: out_zp, lo, hi, stride: g.out_c };
             match fast_rq {
                 Some(f) => {
-                    for (o, &a) in outs.zip(&accs[..g.ow]) {
-                        *o = f.apply(a).wrapping_add(out_zp).clamp(lo, hi) as i8;
+                    let p = RightParams { m: f.m, half: f.half, right: f.right as i32, zp: out_zp, lo, hi };
+                    if !M::store_right(row.accs, out, g.out_c, &p) {
+                        row.store(out, |a| f.apply(a))
                     }
                 }
-                None => {
-                    for (o, &a) in outs.zip(&accs[..g.ow]) {
-                        *o = rq.apply(a).saturating_add(out_zp).clamp(lo, hi) as i8;
-                    }
-                }
+                None => row.store(out, |a| rq.apply(a)),
             }
+        }
+    }
+}
+
+/// One output row's accumulators and where they go.
+struct Out<'a> {
+    accs: &'a [i32],
+    zp: i32,
+    lo: i32,
+    hi: i32,
+    /// Output channels (bytes between adjacent pixels).
+    stride: usize,
+}
+
+impl Out<'_> {
+    /// Requantise with `rq`, add the zero point, clamp and store every
+    /// `stride`-th byte of `out`. Not inlined: its loop gets the registers.
+    #[inline(never)]
+    fn store(&self, out: &mut [i8], rq: impl Fn(i32) -> i32) {
+        for (o, &a) in out.chunks_mut(self.stride).zip(self.accs) {
+            o[0] = rq(a).saturating_add(self.zp).clamp(self.lo, self.hi) as i8;
         }
     }
 }
