@@ -33,20 +33,29 @@
 //! output pixels of one output channel are computed per pass, sharing the
 //! input word loads (for stride 1 and one channel, the four windows start at
 //! elements 0, 1, 2, 3: words 0..nw with `A`, `B`, words 1..nw+1 with `A`,
-//! `B`), with `SMLAD` (two products per instruction) through [`Mac`]. On the
-//! DSP set, the pass for stride 1, one channel and `nw = 3` (4- and 5-wide
-//! kernels) is a hand-scheduled loop ([`super::dsp_first`]: per kernel row
-//! 3 `LDM`, 12 `SMLAD` and 3 loop instructions for 20 MACs); every other
-//! shape, and the portable set, runs the plain-Rust pass. Each pass's
-//! accumulators start at the channels' bias and are requantised with
-//! [`Requant`] (prepared once per channel).
+//! `B`), with `SMLAD` (two products per instruction) through [`Mac`],
+//! starting at the channel's bias, for a whole output row of one output
+//! channel into a row of `i32` accumulators; then the row is requantised
+//! and stored. Requantisation is [`Requant`] (prepared once per channel),
+//! or, for a right shift and accumulators provably below `2^30` (every
+//! practical layer), an exact shortcut with one rounding add
+//! (`RightRequant`, proof at its definition).
+//!
+//! On the DSP set two loops are hand-scheduled (`dsp_first.rs`): the
+//! row of passes for stride 1, one channel and `nw = 3` (4- and 5-wide
+//! kernels; per kernel row 3 `LDM`, 12 `SMLAD` and 3 loop instructions for
+//! 20 MACs), and the shortcut requantisation (`SMMULR`, 17 instructions per
+//! output). Every other shape, and the portable set, runs plain Rust.
 //!
 //! # Scratch
-//! `4 * (hp * rw + out_c * kh * (2 * nw + 1)) + 4` bytes ([`scratch`]):
+//! `4 * (hp * rw + out_c * kh * (2 * nw + 1) + ow4) + 4` bytes
+//! ([`scratch`]):
 //! `hp = (out_h - 1) * stride_h + kh` padded rows of `rw = ((ow4 - 1) *
 //! stride_w * C) / 2 + nw` words, `ow4` being the output width rounded up
 //! to 4 (the last pass's extra pixels read inside the row and are not
-//! stored), then the decoded weights, plus alignment slack.
+//! stored), then the decoded weights, then one row of accumulators, plus
+//! alignment slack. Capped at [`MAX_SCRATCH`]: the whole padded input is
+//! converted at once (a band of `kh` rows would bound it; not done).
 
 use super::mac::{pack_lanes, Mac};
 use super::requant::Requant;
@@ -218,7 +227,7 @@ pub trait FirstPass: Mac {
     }
 }
 
-/// A right-shift requantisation ([`RightRequant`]) and the output's zero
+/// A right-shift requantisation (`RightRequant`) and the output's zero
 /// point and clamp, in the order the assembly store loop loads them.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -405,12 +414,13 @@ impl Out<'_> {
 /// [`Requant`] for a right shift (`shift < 0`) and accumulators below
 /// `2^30` in magnitude: one rounding add instead of the mask and threshold.
 ///
-/// With `y` the high multiply, `r = -shift` and `y = q * 2^r + rem`
-/// (`0 <= rem < 2^r`), the reference adds 1 to `q` iff `rem > 2^(r-1) - 1 +
-/// [y < 0]`; and `(y + 2^(r-1) - [y < 0]) >> r = q + 1` iff `rem + 2^(r-1)
-/// - [y < 0] >= 2^r`, the same condition (it is never below `q`, as
-/// `2^(r-1) >= 1`). For `|x| < 2^30` and a multiplier below `2^31`, `|y| <
-/// 2^30`, so with `2^(r-1) <= 2^30` the sum does not overflow.
+/// With `y` the high multiply, `r = -shift`, `n = [y < 0]` and `y = q *
+/// 2^r + rem` (`0 <= rem < 2^r`), the reference adds 1 to `q` iff `rem >
+/// 2^(r-1) - 1 + n`; and `(y + 2^(r-1) - n) >> r` is `q + 1` iff `rem +
+/// 2^(r-1) - n >= 2^r`, the same condition, else `q` (the sum is never
+/// negative, as `2^(r-1) >= 1 >= n`). For `|x| < 2^30` and a multiplier
+/// below `2^31`, `|y| < 2^30`, so with `2^(r-1) <= 2^30` the sum does not
+/// overflow.
 #[derive(Debug, Clone, Copy)]
 struct RightRequant {
     m: i32,
