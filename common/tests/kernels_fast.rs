@@ -4,8 +4,9 @@
 //! (`tests/tests/kernels_qemu.rs`).
 
 use rand::{rngs::StdRng, SeedableRng};
-use releq_common::kernels::{Kernels, Portable, Reference};
-use releq_common::testing::{check_kernels, lenet5_random, random_input, random_model};
+use releq_common::kernels::{first, Kernels, Portable, Reference};
+use releq_common::model::Layer;
+use releq_common::testing::{check_kernels, lenet5_random, random_input, random_layer_model, random_model};
 
 fn random_layers<K: Kernels>(cases: u64) {
     let failures: Vec<String> = (0..cases).filter_map(|s| check_kernels::<K>(s).err()).collect();
@@ -46,4 +47,35 @@ fn portable_matches_reference_on_whole_models() {
 #[test]
 fn reference_matches_itself() {
     random_layers::<Reference>(50);
+}
+
+/// What [`first`] does with seed `seed`'s layer: `None` when it does not
+/// apply, else whether it is the shape of the hand-scheduled pass (stride 1,
+/// one channel, 4- or 5-wide kernel).
+fn first_case(seed: u64) -> Option<bool> {
+    let owned = random_layer_model(seed);
+    let plan = owned.plan().ok()?;
+    let Layer::Conv2d(l) = &plan.model.layers[0] else { return None };
+    let s = plan.input().shape;
+    first::applies(l, s).then_some(s.c == 1 && l.stride_w == 1 && first::nw(l.kw as usize) == 3)
+}
+
+/// The first-convolution kernel on many of its cases (1 to 3 input
+/// channels, every kernel size, stride, padding and bitwidth the random
+/// layers draw), bit for bit.
+#[test]
+fn portable_matches_reference_on_first_convolutions() {
+    let (mut n, mut asm_shaped) = (0, 0);
+    let mut failures = Vec::new();
+    for seed in 0..30_000 {
+        let Some(asm) = first_case(seed) else { continue };
+        n += 1;
+        asm_shaped += asm as usize;
+        if let Err(e) = check_kernels::<Portable>(seed) {
+            failures.push(e);
+        }
+    }
+    eprintln!("first-convolution cases: {n}, asm shape: {asm_shaped}");
+    assert!(n >= 2500 && asm_shaped >= 100, "only {n} first-convolution cases ({asm_shaped} of the asm shape)");
+    assert!(failures.is_empty(), "{} of {n} cases differ:\n{}", failures.len(), failures.join("\n"));
 }

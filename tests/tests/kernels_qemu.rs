@@ -11,7 +11,8 @@
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use releq_common::kernels::Reference;
+use releq_common::kernels::{first, Reference};
+use releq_common::model::Layer;
 use releq_common::testing::{random_input, random_layer_model};
 use releq_common::Plan;
 use releq_host::boards;
@@ -19,7 +20,8 @@ use releq_host::device::qemu::find_qemu;
 use releq_host::device::{Device, QemuDevice, QemuOptions};
 use std::time::Duration;
 
-fn kernels_match_on(board: &str, seeds: std::ops::Range<u64>) {
+fn kernels_match_on(board: &str, seeds: impl IntoIterator<Item = u64>) {
+    let seeds: Vec<u64> = seeds.into_iter().collect();
     if find_qemu().is_err() {
         eprintln!("note: qemu-system-arm is not on PATH; skipping");
         return;
@@ -29,7 +31,7 @@ fn kernels_match_on(board: &str, seeds: std::ops::Range<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     let mut skipped = 0;
-    let n = seeds.end - seeds.start;
+    let n = seeds.len();
     for seed in seeds {
         let owned = random_layer_model(seed);
         let blob = owned.encode().unwrap();
@@ -74,4 +76,50 @@ fn arm_dsp_kernels_match_reference_on_qemu_m7() {
 #[test]
 fn portable_kernels_match_reference_on_qemu_m3() {
     kernels_match_on("qemu-m3", 2000..2050);
+}
+
+/// Seeds from `from` whose layer [`first`] takes: `n_any` of them, then
+/// `n_asm` more of the hand-scheduled pass's shape (stride 1, one channel,
+/// 4- or 5-wide kernel).
+fn first_conv_seeds(from: u64, n_any: usize, n_asm: usize) -> Vec<u64> {
+    let (mut any, mut asm) = (Vec::new(), Vec::new());
+    for seed in from.. {
+        if any.len() >= n_any && asm.len() >= n_asm {
+            break;
+        }
+        let owned = random_layer_model(seed);
+        let Ok(plan) = owned.plan() else { continue };
+        let Layer::Conv2d(l) = &plan.model.layers[0] else { continue };
+        let s = plan.input().shape;
+        if !first::applies(l, s) {
+            continue;
+        }
+        if s.c == 1 && l.stride_w == 1 && first::nw(l.kw as usize) == 3 {
+            if asm.len() < n_asm {
+                asm.push(seed);
+            }
+        } else if any.len() < n_any {
+            any.push(seed);
+        }
+    }
+    any.into_iter().chain(asm).collect()
+}
+
+/// The first-convolution kernel (1 to 3 input channels), DSP set, with its
+/// hand-scheduled row loop.
+#[test]
+fn first_conv_kernels_match_reference_on_qemu_m4() {
+    kernels_match_on("qemu-m4", first_conv_seeds(10_000, 30, 30));
+}
+
+/// The same on the Cortex-M7 model.
+#[test]
+fn first_conv_kernels_match_reference_on_qemu_m7() {
+    kernels_match_on("qemu-m7", first_conv_seeds(20_000, 10, 10));
+}
+
+/// The first-convolution kernel, portable set.
+#[test]
+fn first_conv_portable_kernels_match_reference_on_qemu_m3() {
+    kernels_match_on("qemu-m3", first_conv_seeds(30_000, 15, 10));
 }

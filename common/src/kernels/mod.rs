@@ -5,7 +5,10 @@
 //! - [`fast`]: im2col into 16-bit lane words and blocked dot products,
 //!   written once over the [`mac::Mac`] operations and instantiated as
 //!   [`Fast<Portable>`](mac::Portable) (plain Rust: the host, Cortex-M3,
-//!   M0+) and, on ARMv7E-M, [`Fast<Dsp>`](dsp::Dsp) (`SMLAD`, `SXTB16`).
+//!   M0+) and, on ARMv7E-M, [`Fast<Dsp>`](dsp::Dsp) (`SMLAD`, `SXTB16`);
+//!   its convolutions with 1 to 3 input channels (the first layer of image
+//!   models) run [`first`] instead, a FIR-style kernel over a padded 16-bit
+//!   copy of the input, when [`first::applies`].
 //!
 //! [`Native`] is the set a build runs: the DSP set on thumbv7em targets,
 //! the portable one elsewhere (chosen by `build.rs`). Every set follows the
@@ -20,7 +23,10 @@ use core::marker::PhantomData;
 
 #[cfg(releq_dsp)]
 pub mod dsp;
+#[cfg(releq_dsp)]
+pub mod dsp_first;
 pub mod fast;
+pub mod first;
 pub mod gather;
 pub mod mac;
 pub mod packed;
@@ -38,7 +44,14 @@ pub fn clamp_bounds(clamp: &crate::model::Clamp, bits: u8) -> (i32, i32) {
 /// Scratch bytes the fast kernels need for `layer` reading `in_shape`.
 pub fn scratch_bytes(layer: &Layer<'_>, in_shape: Shape) -> usize {
     match layer {
-        Layer::Conv2d(l) => fast::conv2d_scratch(l.kh as usize * l.kw as usize * in_shape.c as usize),
+        Layer::Conv2d(l) => {
+            let generic = fast::conv2d_scratch(l.kh as usize * l.kw as usize * in_shape.c as usize);
+            if first::applies(l, in_shape) {
+                generic.max(first::scratch(l, in_shape))
+            } else {
+                generic
+            }
+        }
         Layer::Dense(_) => fast::dense_scratch(in_shape.len()),
         _ => 0,
     }
@@ -90,10 +103,14 @@ impl Kernels for Reference {
 /// The fast kernels over the operations `M`.
 pub struct Fast<M>(PhantomData<M>);
 
-impl<M: mac::Mac> Kernels for Fast<M> {
+impl<M: first::FirstPass> Kernels for Fast<M> {
     const NAME: &'static str = M::NAME;
     fn conv2d(l: &Conv2d<'_>, s: Shape, q: TensorQuant, x: &[i8], os: Shape, y: &mut [i8], scratch: &mut [i8]) {
-        fast::conv2d::<M>(l, s, q, x, os, y, scratch)
+        if first::applies(l, s) && scratch.len() >= first::scratch(l, s) {
+            first::conv2d::<M>(l, s, q, x, os, y, scratch)
+        } else {
+            fast::conv2d::<M>(l, s, q, x, os, y, scratch)
+        }
     }
     fn depthwise_conv2d(l: &Conv2d<'_>, s: Shape, zp: i32, x: &[i8], os: Shape, y: &mut [i8]) {
         fast::depthwise_conv2d(l, s, zp, x, os, y)

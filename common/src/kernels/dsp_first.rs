@@ -1,0 +1,163 @@
+//! The hand-scheduled row loop of [`super::first`] on ARMv7E-M (Cortex-M4,
+//! Cortex-M7): one output row of one output channel, four adjacent output
+//! pixels per pass, for stride 1, one input channel and three lane words per
+//! kernel row and phase (kernels 4 and 5 wide).
+//!
+//! Per kernel row: one `LDM` of the four input words, one `LDM` of the `A`
+//! words, six `SMLAD`, one `LDM` of the `B` words and the row stride, six
+//! `SMLAD`, `ADD` + `CMP` + `BNE`: 18 instructions for 20 MACs (5x5). Per
+//! pass: 9 more (reload the pointers and the bias with one `LDM`, store the
+//! four accumulators with one `STM`, advance, count).
+//!
+//! Compiled only where the build script sets `releq_dsp`. The same tests
+//! that check the portable pass on the host run this one under QEMU
+//! (`tests/tests/kernels_qemu.rs`), bit for bit against the reference.
+//!
+//! # Safety
+//! Per pass `b < blocks`, the loop reads `taps.kh()` kernel rows of 7 words
+//! from the weights pointer (post-incremented from the start of `taps`) and,
+//! per kernel row, 4 words from the input pointer (starting at word `2 * b`),
+//! which then advances by the row's stride word, the pass ending after the
+//! row whose stride word is 0; then it writes 4 accumulators at `acc[4 *
+//! b..]`. [`Taps`] (private fields, checked constructor) guarantees `kh >=
+//! 1`, `kh * 7` words, every stride word but the last `4 * rw` and the last
+//! 0; so the weights reads are in bounds and the input reads are words `2 *
+//! b + ky * rw .. + 4` for `ky < kh`: [`Dsp::row_s1_nw3`] checks, before the
+//! call, that `blocks >= 1`, that these end inside `x` and that `acc` holds
+//! `4 * blocks` values. The slices are `u32` / `i32` slices, so word aligned
+//! (`LDM`/`STM` need it). The function writes nothing else but its own stack
+//! frame (40 bytes below the 9 saved registers), saves and restores every
+//! callee-saved register it uses (AAPCS) and calls nothing. `SMLAD` may set
+//! the sticky Q flag; nothing reads it.
+//!
+//! The store loop ([`store_right`]) reads `n >= 1` accumulators and the six
+//! words of a [`RightParams`], and writes bytes `i * stride` (`i < n`) of
+//! the output row, which [`Dsp::store_right`] checks are inside `out`; it
+//! saves and restores the registers it uses and calls nothing.
+#![allow(unsafe_code)]
+
+use super::dsp::Dsp;
+use super::first::{FirstPass, RightParams, Taps, PIX};
+
+impl FirstPass for Dsp {
+    #[inline(always)]
+    fn row_s1_nw3(x: &[u32], taps: &Taps<'_>, bias: i32, acc: &mut [i32]) -> bool {
+        let blocks = acc.len() / PIX;
+        if blocks == 0 || x.len() < 2 * (blocks - 1) + (taps.kh() - 1) * taps.rw() + 4 {
+            return false;
+        }
+        // SAFETY: see the module doc: `taps` holds its invariants, the input
+        // reads end inside `x` and `acc` holds `4 * blocks` values (checked
+        // above).
+        unsafe { row_s1_nw3(x.as_ptr(), taps.words().as_ptr(), acc.as_mut_ptr(), blocks, bias) };
+        true
+    }
+
+    #[inline(always)]
+    fn store_right(accs: &[i32], out: &mut [i8], stride: usize, p: &RightParams) -> bool {
+        let n = accs.len();
+        if n == 0 || stride == 0 || out.len() <= (n - 1) * stride {
+            return false;
+        }
+        // SAFETY: `n >= 1` accumulators are read; the writes are bytes `i *
+        // stride` for `i < n`, inside `out` (checked above); see the module
+        // doc.
+        unsafe { store_right(accs.as_ptr(), out.as_mut_ptr(), n, stride, p) };
+        true
+    }
+}
+
+/// `out[i * stride] = clamp(((y + half - [y < 0]) >> right) + zp, lo, hi)`
+/// for `i < n`, where `y = SMMULR(2 * accs[i], m) = (accs[i] * m + 2^30) >>
+/// 31` (exact: `|accs[i]| < 2^30`, so `2 * accs[i]` does not overflow, and
+/// `(2a * m + 2^31) >> 32 = (a * m + 2^30) >> 31`); the rounding add is
+/// [`super::first`]'s `RightRequant`, exact for these accumulators.
+/// 17 instructions per output.
+///
+/// # Safety
+/// `n >= 1`; `accs[0..n]` readable; `out[i * stride]` writable for `i < n`;
+/// `p` readable. The values are not safety conditions (wrong ones give wrong
+/// outputs, nothing else).
+#[unsafe(naked)]
+unsafe extern "C" fn store_right(accs: *const i32, out: *mut i8, n: usize, stride: usize, p: &RightParams) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "ldm r12, {{r4-r9}}",
+        "2:",
+        "ldr r10, [r0], #4",
+        "lsl r10, r10, #1",
+        "smmulr r10, r10, r4",
+        "add r11, r10, r5",
+        "sub r11, r11, r10, lsr #31",
+        "asr r11, r11, r6",
+        "add r11, r11, r7",
+        "cmp r11, r8",
+        "it lt",
+        "movlt r11, r8",
+        "cmp r11, r9",
+        "it gt",
+        "movgt r11, r9",
+        "strb r11, [r1]",
+        "add r1, r1, r3",
+        "subs r2, r2, #1",
+        "bne 2b",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// For `b < blocks`: `acc[4 * b + i] = bias + sum over kernel rows ky of
+/// dot(x[2 * b + ky * rw + i / 2 ..][..3], f_i)` where `f_i` is the row's
+/// `A` (even `i`) or `B` (odd `i`) words.
+///
+/// Stack frame: `[sp]` input pointer of the pass, `[sp + 4]` weights,
+/// `[sp + 8 .. 24]` the bias four times, `[sp + 24]` output pointer, `[sp +
+/// 28]` passes left, `[sp + 32]` padding (8-byte alignment).
+///
+/// # Safety
+/// `blocks >= 1`; `w` points at a kernel as [`Taps`] guarantees it; `x` at
+/// `2 * (blocks - 1) + (kh - 1) * rw + 4` readable, word-aligned words;
+/// `acc` at `4 * blocks` writable `i32`.
+#[unsafe(naked)]
+unsafe extern "C" fn row_s1_nw3(x: *const u32, w: *const u32, acc: *mut i32, blocks: usize, bias: i32) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "sub sp, #40",
+        "strd r0, r1, [sp]",
+        "strd r12, r12, [sp, #8]",
+        "strd r12, r12, [sp, #16]",
+        "strd r2, r3, [sp, #24]",
+        "3:",
+        "ldm sp, {{r0, r1, r4, r5, r6, r7}}",
+        "2:",
+        "ldm r0, {{r8-r11}}",
+        "ldm r1!, {{r2, r3, r12}}",
+        "smlad r4, r8, r2, r4",
+        "smlad r4, r9, r3, r4",
+        "smlad r4, r10, r12, r4",
+        "smlad r6, r9, r2, r6",
+        "smlad r6, r10, r3, r6",
+        "smlad r6, r11, r12, r6",
+        "ldm r1!, {{r2, r3, r12, lr}}",
+        "smlad r5, r8, r2, r5",
+        "smlad r5, r9, r3, r5",
+        "smlad r5, r10, r12, r5",
+        "smlad r7, r9, r2, r7",
+        "smlad r7, r10, r3, r7",
+        "smlad r7, r11, r12, r7",
+        "add r0, r0, lr",
+        "cmp lr, #0",
+        "bne 2b",
+        "ldr r0, [sp]",
+        "ldrd r2, r3, [sp, #24]",
+        "stm r2!, {{r4-r7}}",
+        "adds r0, #8",
+        "str r0, [sp]",
+        "subs r3, #1",
+        "strd r2, r3, [sp, #24]",
+        "bne 3b",
+        "add sp, #40",
+        "pop {{r4-r11, pc}}",
+    )
+}
