@@ -201,7 +201,7 @@ pub fn conv2d<M: Mac>(
     let gather = Gather::new(table);
     let s = spacing(in_bits);
     let cap = cap(in_bits);
-    let lut = table_for(s);
+    let lut = table(s);
     let cst = aword([h as u32; 4], s);
     let (oh, ow) = (out_shape.h as usize, out_shape.w as usize);
     let (sh, sw) = (l.stride_h as usize, l.stride_w as usize);
@@ -290,10 +290,6 @@ pub fn conv2d<M: Mac>(
     true
 }
 
-fn table_for(s: u32) -> &'static [u32; 256] {
-    table(s)
-}
-
 /// Fully connected layer by packed products; false (nothing written) when
 /// it is not one the path takes or the scratch is short.
 pub fn dense<M: Mac>(
@@ -317,7 +313,7 @@ pub fn dense<M: Mac>(
     let zu = in_zp + h;
     let s = spacing(in_bits);
     let cap = cap(in_bits);
-    let lut = table_for(s);
+    let lut = table(s);
     // The input column in the first interleaved slot and a column of ones
     // (over the K real lanes) in the second: the 2 x 2 loop then yields each
     // row's products and, for free, its sum of unsigned weights.
