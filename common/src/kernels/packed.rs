@@ -86,7 +86,7 @@ static LUT13: [u32; 256] = lut(13);
 static LUT12: [u32; 256] = lut(12);
 static LUT11: [u32; 256] = lut(11);
 
-fn table(s: u32) -> &'static [u32; 256] {
+fn spaced_table(s: u32) -> &'static [u32; 256] {
     match s {
         13 => &LUT13,
         12 => &LUT12,
@@ -201,7 +201,7 @@ pub fn conv2d<M: Mac>(
     let gather = Gather::new(table);
     let s = spacing(in_bits);
     let cap = cap(in_bits);
-    let lut = table(s);
+    let lut = spaced_table(s);
     let cst = aword([h as u32; 4], s);
     let (oh, ow) = (out_shape.h as usize, out_shape.w as usize);
     let (sh, sw) = (l.stride_h as usize, l.stride_w as usize);
@@ -313,7 +313,7 @@ pub fn dense<M: Mac>(
     let zu = in_zp + h;
     let s = spacing(in_bits);
     let cap = cap(in_bits);
-    let lut = table(s);
+    let lut = spaced_table(s);
     // The input column in the first interleaved slot and a column of ones
     // (over the K real lanes) in the second: the 2 x 2 loop then yields each
     // row's products and, for free, its sum of unsigned weights.
