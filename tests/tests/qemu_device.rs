@@ -56,16 +56,22 @@ fn conv_spec(h: u16, w: u16, c: u16, out_c: u16) -> LayerSpec {
     }
 }
 
+/// `random_model(11, true)` encoded into a blob file in a fresh directory:
+/// the blob, its path and the directory (kept alive by the caller).
+fn random_blob() -> (Vec<u8>, std::path::PathBuf, tempfile::TempDir) {
+    let blob = random_model(11, true).encode().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_blob(dir.path(), &blob);
+    (blob, path, dir)
+}
+
 /// Bit-exact outputs and stable per-layer counts for a random mixed-bit model.
 fn bit_exact_on(board_name: &str) {
     if !qemu_present() {
         return;
     }
-    let model = random_model(11, true);
-    let blob = model.encode().unwrap();
+    let (blob, path, _dir) = random_blob();
     let plan = Plan::from_bytes(&blob).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_blob(dir.path(), &blob);
     let b = board(board_name);
     let mut dev = QemuDevice::start(&b, Some(&path), &opts()).unwrap();
     eprintln!("{board_name}: QEMU start + handshake {:.3} s", dev.startup_time().as_secs_f64());
@@ -169,11 +175,8 @@ fn stats_report_the_peak_stack_after_a_run() {
     if !qemu_present() {
         return;
     }
-    let model = random_model(11, true);
-    let blob = model.encode().unwrap();
+    let (blob, path, _dir) = random_blob();
     let plan = Plan::from_bytes(&blob).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_blob(dir.path(), &blob);
     let mut dev = QemuDevice::start(&board("qemu-m4"), Some(&path), &opts()).unwrap();
     let boot = dev.stats().unwrap();
     let input = random_input(&mut StdRng::seed_from_u64(3), &plan);
