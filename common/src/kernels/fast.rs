@@ -306,7 +306,7 @@ fn lane_of(k: usize, g: usize, perm: &[u8; 16]) -> usize {
 
 /// Standard 2-D convolution; `scratch` must hold [`conv2d_scratch`] bytes
 /// (otherwise the reference kernel runs).
-pub fn conv2d<M: Mac>(
+pub fn conv2d<M: packed::PackedOps>(
     l: &Conv2d<'_>,
     in_shape: Shape,
     in_q: TensorQuant,
@@ -445,7 +445,13 @@ fn conv2d_form<M: Mac, const BITS: u8>(
 
 /// Fully connected layer; `scratch` must hold [`dense_scratch`] bytes
 /// (otherwise the reference kernel runs).
-pub fn dense<M: Mac>(l: &Dense<'_>, in_q: TensorQuant, input: &[i8], output: &mut [i8], scratch: &mut [i8]) {
+pub fn dense<M: packed::PackedOps>(
+    l: &Dense<'_>,
+    in_q: TensorQuant,
+    input: &[i8],
+    output: &mut [i8],
+    scratch: &mut [i8],
+) {
     let in_zp = in_q.zero_point;
     let k = input.len();
     if padded(k) > MAX_K || scratch.len() < dense_scratch(k) {

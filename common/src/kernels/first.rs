@@ -324,7 +324,7 @@ fn fill_weights(g: &Geom, l: &Conv2d<'_>, buf: &mut [u32]) {
 /// Standard 2-D convolution with 1 to 3 input channels; the caller checks
 /// [`applies`] and gives at least [`scratch`] bytes of scratch (otherwise
 /// the generic kernel runs).
-pub fn conv2d<M: FirstPass>(
+pub fn conv2d<M: FirstPass + super::packed::PackedOps>(
     l: &Conv2d<'_>,
     in_shape: Shape,
     in_q: crate::model::TensorQuant,

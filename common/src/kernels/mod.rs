@@ -25,6 +25,8 @@ use core::marker::PhantomData;
 pub mod dsp;
 #[cfg(releq_dsp)]
 pub mod dsp_first;
+#[cfg(releq_dsp)]
+pub mod dsp_packed;
 pub mod fast;
 pub mod first;
 pub mod gather;
@@ -103,7 +105,7 @@ impl Kernels for Reference {
 /// The fast kernels over the operations `M`.
 pub struct Fast<M>(PhantomData<M>);
 
-impl<M: first::FirstPass> Kernels for Fast<M> {
+impl<M: first::FirstPass + packed::PackedOps> Kernels for Fast<M> {
     const NAME: &'static str = M::NAME;
     fn conv2d(l: &Conv2d<'_>, s: Shape, q: TensorQuant, x: &[i8], os: Shape, y: &mut [i8], scratch: &mut [i8]) {
         if first::applies(l, s) && scratch.len() >= first::scratch(l, s) {

@@ -29,13 +29,22 @@
 //! (four weights) becomes one spaced weight word through a 256-entry table
 //! per spacing, built at compile time. So the flash stays at 2 bits per
 //! weight and the decode is one load per four weights.
+//!
+//! # The columns
+//! A patch is first copied as raw codes into a byte buffer (whole rows of
+//! `kw * in_c` contiguous input bytes in the interior, the zero point at
+//! padded positions, `act_min` after the last weight), then spread four
+//! codes at a time: `v = (word ^ h) & (2h - 1)` per byte makes the codes
+//! unsigned without carries, and `(v & 0x00ff00ff) + (((v >> 8) &
+//! 0x00ff00ff) << S)` is the activation word. The column's `sum(a)` comes
+//! from the same words ([`PackedOps::sum_bytes`]). Output channels are
+//! prepared [`BLOCK`] at a time (bias with the zero-point term folded in,
+//! requantisation), on the stack.
 
 use super::clamp_bounds;
-use super::gather::Gather;
 use super::mac::Mac;
 use super::requant::Requant;
-use crate::model::{Conv2d, Dense, Shape};
-use crate::pack;
+use crate::model::{Conv2d, Dense, Shape, Weights};
 use crate::quant::act_min;
 
 /// Field spacing for `in_bits` input activations.
@@ -61,22 +70,32 @@ pub const fn cap(in_bits: u8) -> usize {
     }
 }
 
+/// Unsigned weight `u = w + 2` of field `i` of byte `b`.
+const fn unsigned(b: usize, i: usize) -> u32 {
+    let f = ((b >> (2 * i)) & 3) as i32;
+    let w = if f >= 2 { f - 4 } else { f };
+    (w + 2) as u32
+}
+
 const fn lut(s: u32) -> [u32; 256] {
     let mut t = [0u32; 256];
     let mut b = 0;
     while b < 256 {
-        // Weight i of the byte is bits 2i..2i+2, two's complement; u = w + 2.
-        let mut u = [0u32; 4];
-        let mut i = 0;
-        while i < 4 {
-            let f = ((b >> (2 * i)) & 3) as i32;
-            let w = if f >= 2 { f - 4 } else { f };
-            u[i] = (w + 2) as u32;
-            i += 1;
-        }
-        let lo = u[1] + (u[0] << s);
-        let hi = u[3] + (u[2] << s);
+        // Weight i of the byte is bits 2i..2i+2, two's complement.
+        let lo = unsigned(b, 1) + (unsigned(b, 0) << s);
+        let hi = unsigned(b, 3) + (unsigned(b, 2) << s);
         t[b] = lo | (hi << 16);
+        b += 1;
+    }
+    t
+}
+
+/// Sum of the four unsigned weights of each byte.
+const fn byte_sums() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (unsigned(b, 0) + unsigned(b, 1) + unsigned(b, 2) + unsigned(b, 3)) as u8;
         b += 1;
     }
     t
@@ -85,6 +104,7 @@ const fn lut(s: u32) -> [u32; 256] {
 static LUT13: [u32; 256] = lut(13);
 static LUT12: [u32; 256] = lut(12);
 static LUT11: [u32; 256] = lut(11);
+static USUM: [u8; 256] = byte_sums();
 
 fn spaced_table(s: u32) -> &'static [u32; 256] {
     match s {
@@ -99,71 +119,211 @@ pub fn applies(wbits: u8, in_bits: u8) -> bool {
     wbits == 2 && (2..=4).contains(&in_bits)
 }
 
-/// Most output channels the packed path takes when the input's zero point
-/// is not its lowest code (the per-channel weight sums live on the stack).
-pub const MAX_SUM_CHANNELS: usize = 64;
+/// Output channels prepared at once.
+pub const BLOCK: usize = 32;
 
-/// One activation word from four unsigned codes.
-#[inline(always)]
-fn aword(a: [u32; 4], s: u32) -> u32 {
-    (a[0] + (a[1] << s)) | ((a[2] + (a[3] << s)) << 16)
+/// The operations the packed path adds to [`Mac`], with a plain-Rust
+/// default; a backend overrides what it has instructions for.
+pub trait PackedOps: Mac {
+    /// `acc + b0 + b1 + b2 + b3` for the bytes of `v`, when those four sum
+    /// to at most 255 (the packed path's unsigned codes are at most 15).
+    #[inline(always)]
+    fn sum_bytes(v: u32, acc: u32) -> u32 {
+        acc.wrapping_add(v.wrapping_mul(0x0101_0101) >> 24)
+    }
+
+    /// An optional hand-scheduled loop: `acc[0..4] += [r0.c0, r0.c1,
+    /// r1.c0, r1.c1]` raw `SMLAD` sums over `n` weight bytes (rows `w[r0..]`
+    /// and `w[r1..]`, each byte spaced through `lut`) and `2 * n`
+    /// interleaved column words; returns false (nothing done) where the
+    /// backend has none. `n` is at most the extraction cap.
+    #[inline(always)]
+    fn dot2x2_raw(
+        w: &[u8],
+        r0: usize,
+        r1: usize,
+        n: usize,
+        cols: &[u32],
+        lut: &[u32; 256],
+        acc: &mut [i32; 4],
+    ) -> bool {
+        let _ = (w, r0, r1, n, cols, lut, acc);
+        false
+    }
+}
+
+impl PackedOps for super::mac::Portable {}
+
+/// The input's codes and spacing for one call.
+struct Codes {
+    s: u32,
+    cap: usize,
+    lut: &'static [u32; 256],
+    /// `-act_min`: code + h is the unsigned code.
+    h: i32,
+    /// Unsigned code of the zero point.
+    zu: i32,
+    flip: u32,
+    mask: u32,
+}
+
+impl Codes {
+    fn new(in_bits: u8, in_zp: i32) -> Self {
+        let h = -act_min(in_bits);
+        let s = spacing(in_bits);
+        Self {
+            s,
+            cap: cap(in_bits),
+            lut: spaced_table(s),
+            h,
+            zu: in_zp + h,
+            flip: h as u32 * 0x0101_0101,
+            mask: (2 * h - 1) as u32 * 0x0101_0101,
+        }
+    }
+
+    /// Spread raw codes (`4 * n` bytes) into activation words `cols[t *
+    /// STRIDE + Q]`; returns the sum of the unsigned codes.
+    #[inline(always)]
+    fn spread<M: PackedOps, const STRIDE: usize, const Q: usize>(&self, raw: &[u8], cols: &mut [u32]) -> i32 {
+        let mut sum = 0u32;
+        for (c, b) in cols.chunks_exact_mut(STRIDE).zip(raw.chunks_exact(4)) {
+            let v = (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) ^ self.flip) & self.mask;
+            sum = M::sum_bytes(v, sum);
+            c[Q] = (v & 0x00ff_00ff) + (((v >> 8) & 0x00ff_00ff) << self.s);
+        }
+        sum as i32
+    }
+}
+
+/// One output channel, prepared: bias with `-z * sum(w)` folded in, and
+/// the requantisation.
+#[derive(Clone, Copy)]
+struct Chan {
+    bias: i32,
+    rq: Requant,
+}
+
+impl Chan {
+    fn new(w: &Weights<'_>, c: usize, nw: usize, zu: i32) -> Self {
+        let mut bias = w.bias(c);
+        if zu != 0 {
+            // Unused lanes of the last byte hold w = 0 (u = 2).
+            let su: i32 = w.row(c, nw).iter().map(|&b| USUM[b as usize] as i32).sum();
+            bias = bias.wrapping_sub(zu.wrapping_mul(su - 8 * nw as i32));
+        }
+        Self { bias, rq: Requant::new(w.requant(c)) }
+    }
+
+    #[inline(always)]
+    fn finish(&self, part: i32, zp: i32, lo: i32, hi: i32) -> i8 {
+        self.rq.apply(self.bias.wrapping_add(part)).saturating_add(zp).clamp(lo, hi) as i8
+    }
 }
 
 /// Packed sums `P = sum a * u` of rows `w[r0..]` and `w[r1..]` (`nw` bytes
-/// each) with the two interleaved columns, extracted every `cap` words.
+/// each) with the two interleaved columns, extracted every `cap` bytes.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dot2x2<M: Mac>(
-    w: &[u8],
-    r0: usize,
-    r1: usize,
-    nw: usize,
-    cols: &[u32],
-    lut: &[u32; 256],
-    s: u32,
-    cap: usize,
-) -> [i32; 4] {
-    let mask = (1i32 << s) - 1;
+fn dot2x2<M: PackedOps>(w: &[u8], r0: usize, r1: usize, nw: usize, cols: &[u32], c: &Codes) -> [i32; 4] {
+    let mask = (1i32 << c.s) - 1;
     let mut total = [0i32; 4];
-    let (row0, row1) = (&w[r0..r0 + nw], &w[r1..r1 + nw]);
-    let cols = &cols[..2 * nw];
-    for ((c0, c1), x) in row0.chunks(cap).zip(row1.chunks(cap)).zip(cols.chunks(2 * cap)) {
-        let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
-        for ((&b0, &b1), xx) in c0.iter().zip(c1).zip(x.chunks_exact(2)) {
-            let (w0, w1) = (lut[b0 as usize], lut[b1 as usize]);
-            a00 = M::smlad(w0, xx[0], a00);
-            a01 = M::smlad(w0, xx[1], a01);
-            a10 = M::smlad(w1, xx[0], a10);
-            a11 = M::smlad(w1, xx[1], a11);
+    let mut at = 0;
+    while at < nw {
+        let n = c.cap.min(nw - at);
+        let x = &cols[2 * at..2 * (at + n)];
+        let mut a = [0i32; 4];
+        if !M::dot2x2_raw(w, r0 + at, r1 + at, n, x, c.lut, &mut a) {
+            let (row0, row1) = (&w[r0 + at..r0 + at + n], &w[r1 + at..r1 + at + n]);
+            for ((&b0, &b1), xx) in row0.iter().zip(row1).zip(x.chunks_exact(2)) {
+                let (w0, w1) = (c.lut[b0 as usize], c.lut[b1 as usize]);
+                a[0] = M::smlad(w0, xx[0], a[0]);
+                a[1] = M::smlad(w0, xx[1], a[1]);
+                a[2] = M::smlad(w1, xx[0], a[2]);
+                a[3] = M::smlad(w1, xx[1], a[3]);
+            }
         }
-        total[0] += (a00 >> s) & mask;
-        total[1] += (a01 >> s) & mask;
-        total[2] += (a10 >> s) & mask;
-        total[3] += (a11 >> s) & mask;
+        for (t, v) in total.iter_mut().zip(a) {
+            *t += (v >> c.s) & mask;
+        }
+        at += n;
     }
     total
 }
 
-/// Sum of the true weights of each row, when the zero point needs it.
-fn weight_sums(w: &crate::model::Weights<'_>, rows: usize, k: usize, zu: i32) -> Option<[i32; MAX_SUM_CHANNELS]> {
-    let mut sums = [0i32; MAX_SUM_CHANNELS];
-    if zu != 0 {
-        if rows > MAX_SUM_CHANNELS {
-            return None;
+/// Packed sums of rows `w[r0..]` and `w[r1..]` with one column.
+#[inline(always)]
+fn dot2x1<M: PackedOps>(w: &[u8], r0: usize, r1: usize, nw: usize, col: &[u32], c: &Codes) -> [i32; 2] {
+    let mask = (1i32 << c.s) - 1;
+    let mut total = [0i32; 2];
+    let (row0, row1) = (&w[r0..r0 + nw], &w[r1..r1 + nw]);
+    for ((c0, c1), x) in row0.chunks(c.cap).zip(row1.chunks(c.cap)).zip(col[..nw].chunks(c.cap)) {
+        let mut a = [0i32; 2];
+        for ((&b0, &b1), &xx) in c0.iter().zip(c1).zip(x) {
+            a[0] = M::smlad(c.lut[b0 as usize], xx, a[0]);
+            a[1] = M::smlad(c.lut[b1 as usize], xx, a[1]);
         }
-        let rb = pack::row_bytes(k, 2);
-        for (c, s) in sums.iter_mut().enumerate().take(rows) {
-            let row = w.row(c, rb);
-            *s = (0..k).map(|j| pack::get(row, 2, j) as i32).sum();
+        total[0] += (a[0] >> c.s) & mask;
+        total[1] += (a[1] >> c.s) & mask;
+    }
+    total
+}
+
+/// Copy `src` into `dst` (the same length), four bytes at a time.
+#[inline(always)]
+fn copy(dst: &mut [u8], src: &[u8]) {
+    let mut d = dst.chunks_exact_mut(4);
+    let mut s = src.chunks_exact(4);
+    for (dw, sw) in (&mut d).zip(&mut s) {
+        dw.copy_from_slice(sw);
+    }
+    for (db, &sb) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *db = sb;
+    }
+}
+
+/// Convolution geometry.
+struct Geom {
+    ih: isize,
+    iw: isize,
+    ic: usize,
+    kh: usize,
+    kw: usize,
+}
+
+impl Geom {
+    /// The raw codes of the patch whose top left input is `(iy0, ix0)`, in
+    /// weight order, into `raw[..k]`; padded positions get `pad`.
+    #[inline(always)]
+    fn patch(&self, input: &[u8], iy0: isize, ix0: isize, raw: &mut [u8], pad: u8) {
+        let (iw, ic) = (self.iw, self.ic);
+        let row = self.kw * ic;
+        let interior = iy0 >= 0 && ix0 >= 0 && iy0 + self.kh as isize <= self.ih && ix0 + self.kw as isize <= iw;
+        for (ky, dst) in raw.chunks_exact_mut(row).take(self.kh).enumerate() {
+            let iy = iy0 + ky as isize;
+            if interior {
+                let at = (iy * iw + ix0) as usize * ic;
+                copy(dst, &input[at..at + row]);
+            } else if iy < 0 || iy >= self.ih {
+                dst.fill(pad);
+            } else {
+                for (kx, d) in dst.chunks_exact_mut(ic).enumerate() {
+                    let ix = ix0 + kx as isize;
+                    if ix < 0 || ix >= iw {
+                        d.fill(pad);
+                    } else {
+                        let at = (iy * iw + ix) as usize * ic;
+                        d.copy_from_slice(&input[at..at + ic]);
+                    }
+                }
+            }
         }
     }
-    Some(sums)
 }
 
 /// Standard convolution by packed products; false (nothing written) when
 /// the layer is not one it takes or the scratch is short.
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d<M: Mac>(
+pub fn conv2d<M: PackedOps>(
     l: &Conv2d<'_>,
     in_shape: Shape,
     in_bits: u8,
@@ -176,123 +336,78 @@ pub fn conv2d<M: Mac>(
     if !applies(l.w.bits, in_bits) {
         return false;
     }
-    let (ih, iw, ic) = (in_shape.h as usize, in_shape.w as usize, in_shape.c as usize);
-    let (kh, kw) = (l.kh as usize, l.kw as usize);
-    let k = kh * kw * ic;
-    let nw = k.div_ceil(4);
-    if scratch.len() < 2 * nw + k {
-        return false;
-    }
-    let oc_n = out_shape.c as usize;
-    let h = -act_min(in_bits);
-    let zu = in_zp + h;
-    let Some(sums) = weight_sums(&l.w, oc_n, k, zu) else {
-        return false;
+    let g = Geom {
+        ih: in_shape.h as isize,
+        iw: in_shape.w as isize,
+        ic: in_shape.c as usize,
+        kh: l.kh as usize,
+        kw: l.kw as usize,
     };
-    let (cols, table) = scratch.split_at_mut(2 * nw);
-    let table = &mut table[..k];
-    for ky in 0..kh {
-        for kx in 0..kw {
-            for c in 0..ic {
-                table[(ky * kw + kx) * ic + c] = ((ky * iw + kx) * ic + c) as u32;
-            }
-        }
+    let k = g.kh * g.kw * g.ic;
+    let nw = k.div_ceil(4);
+    if scratch.len() < 3 * nw {
+        return false;
     }
-    let gather = Gather::new(table);
-    let s = spacing(in_bits);
-    let cap = cap(in_bits);
-    let lut = spaced_table(s);
-    let cst = aword([h as u32; 4], s);
-    let (oh, ow) = (out_shape.h as usize, out_shape.w as usize);
-    let (sh, sw) = (l.stride_h as usize, l.stride_w as usize);
+    let (cols, rest) = scratch.split_at_mut(2 * nw);
+    let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut rest[..nw]);
+    let input: &[u8] = bytemuck::cast_slice(input);
+    let codes = Codes::new(in_bits, in_zp);
+    let (pad, tail) = (in_zp as i8 as u8, -codes.h as i8 as u8);
+    let (oh, ow, oc_n) = (out_shape.h as usize, out_shape.w as usize, out_shape.c as usize);
+    let (sh, sw) = (l.stride_h as isize, l.stride_w as isize);
     let (pt, pl) = (l.pad.top as isize, l.pad.left as isize);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
-    let rb = nw;
-    // Column `q` for pixel `pix`; returns sum(a) over the K lanes.
-    let fill = |cols: &mut [u32], q: usize, pix: usize| -> i32 {
-        let (oy, ox) = (pix / ow, pix % ow);
-        let (iy0, ix0) = ((oy * sh) as isize - pt, (ox * sw) as isize - pl);
-        let full = k / 4;
-        let mut sum = 0i32;
-        let interior = iy0 >= 0 && ix0 >= 0 && iy0 as usize + kh <= ih && ix0 as usize + kw <= iw;
-        let base = if interior { (iy0 as usize * iw + ix0 as usize) * ic } else { 0 };
-        let patch = &input[base..];
-        if interior
-            && gather.words(patch, |t, x| {
-                sum += x[0] as i32 + x[1] as i32 + x[2] as i32 + x[3] as i32;
-                let v = (x[0] as i32 + ((x[1] as i32) << s)) + ((x[2] as i32 + ((x[3] as i32) << s)) << 16);
-                cols[2 * t + q] = (v as u32).wrapping_add(cst);
-            })
-        {
-            if full < nw {
-                let mut a = [0u32; 4];
-                for (i, &o) in table[4 * full..].iter().enumerate() {
-                    let x = patch[o as usize] as i32;
-                    sum += x;
-                    a[i] = (x + h) as u32;
-                }
-                cols[2 * full + q] = aword(a, s);
-            }
-            sum + k as i32 * h
+    let out_zp = l.out.zero_point;
+    let npix = oh * ow;
+    // Column `Q` of pixel `pix`; returns sum(a) over its lanes.
+    let fill = |raw: &mut [u8], cols: &mut [u32], q: usize, pix: usize| -> i32 {
+        let (oy, ox) = ((pix / ow) as isize, (pix % ow) as isize);
+        g.patch(input, oy * sh - pt, ox * sw - pl, raw, pad);
+        raw[k..].fill(tail);
+        if q == 0 {
+            codes.spread::<M, 2, 0>(raw, cols)
         } else {
-            for t in 0..nw {
-                let mut a = [0u32; 4];
-                for (i, v) in a.iter_mut().enumerate() {
-                    let kk = 4 * t + i;
-                    if kk >= k {
-                        break;
-                    }
-                    let (ky, rest) = (kk / (kw * ic), kk % (kw * ic));
-                    let (kx, c) = (rest / ic, rest % ic);
-                    let (iy, ix) = (iy0 + ky as isize, ix0 + kx as isize);
-                    *v = if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
-                        zu as u32
-                    } else {
-                        (input[(iy as usize * iw + ix as usize) * ic + c] as i32 + h) as u32
-                    };
-                    sum += *v as i32;
-                }
-                cols[2 * t + q] = aword(a, s);
-            }
-            sum
+            codes.spread::<M, 2, 1>(raw, cols)
         }
     };
-    let npix = oh * ow;
-    let out_zp = l.out.zero_point;
-    let mut pix = 0;
-    while pix < npix {
-        let pair = pix + 1 < npix;
-        let s0 = fill(cols, 0, pix);
-        let s1 = fill(cols, 1, if pair { pix + 1 } else { pix });
-        let o0 = pix * oc_n;
-        let mut oc = 0;
-        while oc < oc_n {
-            let oc1 = if oc + 1 < oc_n { oc + 1 } else { oc };
-            let p = dot2x2::<M>(l.w.packed, oc * rb, oc1 * rb, nw, cols, lut, s, cap);
-            let fin = |c: usize, p: i32, sa: i32| {
-                let acc = l.w.bias(c) + p - 2 * sa - zu * sums[c];
-                Requant::new(l.w.requant(c)).apply(acc).saturating_add(out_zp).clamp(lo, hi) as i8
-            };
-            output[o0 + oc] = fin(oc, p[0], s0);
-            if pair {
-                output[o0 + oc_n + oc] = fin(oc, p[1], s1);
-            }
-            if oc1 != oc {
-                output[o0 + oc1] = fin(oc1, p[2], s0);
-                if pair {
-                    output[o0 + oc_n + oc1] = fin(oc1, p[3], s1);
-                }
-            }
-            oc += 2;
+    let mut chans = [Chan { bias: 0, rq: Requant::new(l.w.requant(0)) }; BLOCK];
+    for c0 in (0..oc_n).step_by(BLOCK) {
+        let c1 = (c0 + BLOCK).min(oc_n);
+        for (c, ch) in (c0..c1).zip(chans.iter_mut()) {
+            *ch = Chan::new(&l.w, c, nw, codes.zu);
         }
-        pix += 2;
+        let mut pix = 0;
+        while pix < npix {
+            let pair = pix + 1 < npix;
+            let s0 = 2 * fill(raw, cols, 0, pix);
+            let s1 = 2 * fill(raw, cols, 1, if pair { pix + 1 } else { pix });
+            let (out0, out1) = output[pix * oc_n..].split_at_mut(oc_n);
+            let mut oc = c0;
+            while oc < c1 {
+                let oc1 = if oc + 1 < c1 { oc + 1 } else { oc };
+                let p = dot2x2::<M>(l.w.packed, oc * nw, oc1 * nw, nw, cols, &codes);
+                let (ch0, ch1) = (&chans[oc - c0], &chans[oc1 - c0]);
+                out0[oc] = ch0.finish(p[0] - s0, out_zp, lo, hi);
+                if pair {
+                    out1[oc] = ch0.finish(p[1] - s1, out_zp, lo, hi);
+                }
+                if oc1 != oc {
+                    out0[oc1] = ch1.finish(p[2] - s0, out_zp, lo, hi);
+                    if pair {
+                        out1[oc1] = ch1.finish(p[3] - s1, out_zp, lo, hi);
+                    }
+                }
+                oc += 2;
+            }
+            pix += 2;
+        }
     }
     true
 }
 
 /// Fully connected layer by packed products; false (nothing written) when
 /// it is not one the path takes or the scratch is short.
-pub fn dense<M: Mac>(
+pub fn dense<M: PackedOps>(
     l: &Dense<'_>,
     in_bits: u8,
     in_zp: i32,
@@ -305,40 +420,34 @@ pub fn dense<M: Mac>(
     }
     let k = input.len();
     let nw = k.div_ceil(4);
-    if scratch.len() < 2 * nw {
+    if scratch.len() < nw {
         return false;
     }
     let n = (l.out_features as usize).min(output.len());
-    let h = -act_min(in_bits);
-    let zu = in_zp + h;
-    let s = spacing(in_bits);
-    let cap = cap(in_bits);
-    let lut = spaced_table(s);
-    // The input column in the first interleaved slot and a column of ones
-    // (over the K real lanes) in the second: the 2 x 2 loop then yields each
-    // row's products and, for free, its sum of unsigned weights.
-    let cols = &mut scratch[..2 * nw];
-    let mut sa = 0i32;
-    for (t, x) in input.chunks(4).enumerate() {
-        let (mut a, mut one) = ([0u32; 4], [0u32; 4]);
-        for ((v, o), &xi) in a.iter_mut().zip(one.iter_mut()).zip(x) {
-            *v = (xi as i32 + h) as u32;
-            *o = 1;
-            sa += *v as i32;
-        }
-        cols[2 * t] = aword(a, s);
-        cols[2 * t + 1] = aword(one, s);
+    let codes = Codes::new(in_bits, in_zp);
+    // The raw codes, then spread in place (word t is read before it is written).
+    let col = &mut scratch[..nw];
+    {
+        let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut *col);
+        copy(&mut raw[..k], bytemuck::cast_slice(input));
+        raw[k..].fill(-codes.h as i8 as u8);
     }
+    let mut raw = [0u8; 4];
+    let mut sa = 0;
+    for w in col.iter_mut() {
+        raw.copy_from_slice(&w.to_le_bytes());
+        sa += codes.spread::<M, 1, 0>(&raw, core::slice::from_mut(w));
+    }
+    let sa = 2 * sa;
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
-    let rb = nw;
+    let out_zp = l.out.zero_point;
     let mut o = 0;
     while o < n {
         let o1 = if o + 1 < n { o + 1 } else { o };
-        let p = dot2x2::<M>(l.w.packed, o * rb, o1 * rb, nw, cols, lut, s, cap);
-        for (c, pv, su) in [(o, p[0], p[1]), (o1, p[2], p[3])] {
-            // sum(w) = sum(u) - 2K.
-            let acc = l.w.bias(c) + pv - 2 * sa - zu * (su - 2 * k as i32);
-            output[c] = Requant::new(l.w.requant(c)).apply(acc).saturating_add(l.out.zero_point).clamp(lo, hi) as i8;
+        let p = dot2x1::<M>(l.w.packed, o * nw, o1 * nw, nw, col, &codes);
+        output[o] = Chan::new(&l.w, o, nw, codes.zu).finish(p[0] - sa, out_zp, lo, hi);
+        if o1 != o {
+            output[o1] = Chan::new(&l.w, o1, nw, codes.zu).finish(p[1] - sa, out_zp, lo, hi);
         }
         o += 2;
     }
@@ -361,7 +470,7 @@ mod tests {
         for bits in 2..=4u8 {
             let s = spacing(bits);
             let amax = (1u32 << bits) - 1;
-            let x = aword([amax; 4], s);
+            let x = (amax + (amax << s)) * 0x0001_0001;
             let w = lut(s)[0b0101_0101]; // every weight 1: u = 3
             let mut acc = 0;
             for n in 1..=cap(bits) {
