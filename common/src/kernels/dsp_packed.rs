@@ -1,14 +1,19 @@
-//! [`PackedOps`] on ARMv7E-M: `USADA8` for the column sums.
+//! [`PackedOps`] on ARMv7E-M: `USADA8` for the column sums and
+//! hand-scheduled loops for the packed products (the compiler spills the
+//! row pointers of the 2 x 2 loop).
 //!
 //! # Safety
 //! `USADA8` is one data-processing instruction on registers: it reads its
 //! input registers, writes its output register, touches no memory, stack
 //! or flags, so the block is sound for any inputs (`pure, nomem, nostack,
-//! preserves_flags`).
+//! preserves_flags`). The two loops are naked functions following the
+//! AAPCS (every callee-saved register they use is saved and restored); each
+//! reads exactly the bytes and words its safety section lists, and the
+//! safe wrappers check those bounds before calling.
 #![allow(unsafe_code)]
 
 use super::dsp::Dsp;
-use super::packed::PackedOps;
+use super::packed::{Extract, PackedOps};
 use core::arch::asm;
 
 impl PackedOps for Dsp {
@@ -22,4 +27,207 @@ impl PackedOps for Dsp {
         }
         r
     }
+
+    #[inline(always)]
+    fn dot2x2(w: &[u8], r0: usize, r1: usize, n: usize, cols: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
+        let fits = |r: usize| r.checked_add(n).is_some_and(|e| e <= w.len());
+        if n == 0 || k.cap == 0 || !fits(r0) || !fits(r1) || cols.len() < 2 * n {
+            return false;
+        }
+        let p = Params { lut: k.lut.as_ptr(), cap: k.cap, s: k.s, mask: k.mask, out };
+        // SAFETY: `n >= 1`, `cap >= 1`; rows `w[r0..r0 + n]` and
+        // `w[r1..r1 + n]` and `cols[..2 * n]` are in bounds (checked above);
+        // `cols` is a `u32` slice (word aligned, as `LDRD` needs); the table
+        // has 256 entries, so every byte indexes it; `p.out` is a live
+        // exclusive reference.
+        unsafe { packed_dot2x2(w.as_ptr().add(r0), r1 as isize - r0 as isize, cols.as_ptr(), n, &p) };
+        true
+    }
+
+    #[inline(always)]
+    fn dot4x1(rows: [&[u8]; 4], col: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
+        let n = rows[0].len();
+        if n == 0 || k.cap == 0 || rows.iter().any(|r| r.len() != n) || col.len() < n {
+            return false;
+        }
+        let ptrs = rows.map(|r| r.as_ptr());
+        let p = Params { lut: k.lut.as_ptr(), cap: k.cap, s: k.s, mask: k.mask, out };
+        // SAFETY: `n >= 1`, `cap >= 1`; each of the four rows holds `n`
+        // bytes and `col` at least `n` words (checked above); the table has
+        // 256 entries; `p.out` is a live exclusive reference.
+        unsafe { packed_dot4x1(&ptrs, col.as_ptr(), n, &p) };
+        true
+    }
+}
+
+/// What the loops read besides rows and columns, in the order they load it.
+#[repr(C)]
+struct Params<'a> {
+    lut: *const u32,
+    cap: usize,
+    s: u32,
+    mask: u32,
+    out: &'a mut [i32; 4],
+}
+
+/// `out = [r0.c0, r0.c1, r1.c0, r1.c1]`: packed sums over `n` weight bytes
+/// (row 0 at `r0`, row 1 at `r0 + off`, each byte spaced through `p.lut`)
+/// and column words `col[2t]`, `col[2t + 1]` for byte `t`, the field at bit
+/// `p.s` extracted (`(acc >> s) & mask`) every `p.cap` bytes and summed.
+///
+/// Inner loop, per byte of both rows (16 products): 2 `LDRB`, 2 `LDR`
+/// (table), 1 `LDRD`, 4 `SMLAD`, `SUBS` + `BNE`: 11 instructions; about 25
+/// more per extraction.
+///
+/// # Safety
+/// `n >= 1`, `p.cap >= 1`; `r0[0..n]` and `r0[off..off + n]` readable;
+/// `col[0..2n]` readable and word aligned; `p.lut[0..256]` readable.
+#[unsafe(naked)]
+unsafe extern "C" fn packed_dot2x2(r0: *const u8, off: isize, col: *const u32, n: usize, p: *const Params<'_>) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        // [sp, #0..16]: the four totals; [sp, #16]: bytes left after this chunk.
+        "sub sp, sp, #24",
+        "ldr lr, [sp, #60]",
+        "ldr r12, [lr]",
+        "movs r4, #0",
+        "movs r5, #0",
+        "strd r4, r5, [sp]",
+        "strd r4, r5, [sp, #8]",
+        "1:",
+        "ldr r8, [lr, #4]",
+        "cmp r3, r8",
+        "it lo",
+        "movlo r8, r3",
+        "subs r3, r3, r8",
+        "str r3, [sp, #16]",
+        "mov r3, r8",
+        "movs r4, #0",
+        "movs r5, #0",
+        "movs r6, #0",
+        "movs r7, #0",
+        "2:",
+        "ldrb r9, [r0, r1]",
+        "ldrb r8, [r0], #1",
+        "ldrd r10, r11, [r2], #8",
+        "ldr r8, [r12, r8, lsl #2]",
+        "ldr r9, [r12, r9, lsl #2]",
+        "smlad r4, r8, r10, r4",
+        "smlad r5, r8, r11, r5",
+        "smlad r6, r9, r10, r6",
+        "smlad r7, r9, r11, r7",
+        "subs r3, r3, #1",
+        "bne 2b",
+        "ldrd r8, r9, [lr, #8]",
+        "asr r4, r4, r8",
+        "and r4, r4, r9",
+        "asr r5, r5, r8",
+        "and r5, r5, r9",
+        "asr r6, r6, r8",
+        "and r6, r6, r9",
+        "asr r7, r7, r8",
+        "and r7, r7, r9",
+        "ldrd r10, r11, [sp]",
+        "add r10, r10, r4",
+        "add r11, r11, r5",
+        "strd r10, r11, [sp]",
+        "ldrd r10, r11, [sp, #8]",
+        "add r10, r10, r6",
+        "add r11, r11, r7",
+        "strd r10, r11, [sp, #8]",
+        "ldr r3, [sp, #16]",
+        "cmp r3, #0",
+        "bne 1b",
+        "ldr r8, [lr, #16]",
+        "ldm sp, {{r4-r7}}",
+        "stm r8, {{r4-r7}}",
+        "add sp, sp, #24",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// `out[i] = rows[i] . col`: packed sums over `n` weight bytes of each of
+/// four rows (each byte spaced through `p.lut`) with column word `col[t]`
+/// for byte `t`, extracted every `p.cap` bytes and summed.
+///
+/// Inner loop, per byte of the four rows (16 products): 1 `LDR` (column),
+/// 4 `LDRB`, 4 `LDR` (table), 4 `SMLAD`, `SUBS` + `BNE`: 15 instructions;
+/// about 30 more per extraction.
+///
+/// # Safety
+/// `n >= 1`, `p.cap >= 1`; `rows[i][0..n]` readable for each `i`;
+/// `col[0..n]` readable and word aligned; `p.lut[0..256]` readable.
+#[unsafe(naked)]
+unsafe extern "C" fn packed_dot4x1(rows: *const [*const u8; 4], col: *const u32, n: usize, p: *const Params<'_>) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        // [sp, #0..16]: totals; [sp, #16]: bytes left after this chunk;
+        // [sp, #20]: `p`.
+        "sub sp, sp, #24",
+        "mov r8, r1",
+        "mov r10, r2",
+        "str r3, [sp, #20]",
+        "ldr r9, [r3]",
+        "movs r4, #0",
+        "movs r5, #0",
+        "strd r4, r5, [sp]",
+        "strd r4, r5, [sp, #8]",
+        "ldm r0, {{r0-r3}}",
+        "1:",
+        "ldr r12, [sp, #20]",
+        "ldr r12, [r12, #4]",
+        "cmp r10, r12",
+        "it lo",
+        "movlo r12, r10",
+        "sub r10, r10, r12",
+        "str r10, [sp, #16]",
+        "mov r10, r12",
+        "movs r4, #0",
+        "movs r5, #0",
+        "movs r6, #0",
+        "movs r7, #0",
+        "2:",
+        "ldr r11, [r8], #4",
+        "ldrb r12, [r0], #1",
+        "ldrb lr, [r1], #1",
+        "ldr r12, [r9, r12, lsl #2]",
+        "ldr lr, [r9, lr, lsl #2]",
+        "smlad r4, r12, r11, r4",
+        "smlad r5, lr, r11, r5",
+        "ldrb r12, [r2], #1",
+        "ldrb lr, [r3], #1",
+        "ldr r12, [r9, r12, lsl #2]",
+        "ldr lr, [r9, lr, lsl #2]",
+        "smlad r6, r12, r11, r6",
+        "smlad r7, lr, r11, r7",
+        "subs r10, r10, #1",
+        "bne 2b",
+        "ldr r12, [sp, #20]",
+        "ldrd r12, lr, [r12, #8]",
+        "asr r4, r4, r12",
+        "and r4, r4, lr",
+        "asr r5, r5, r12",
+        "and r5, r5, lr",
+        "asr r6, r6, r12",
+        "and r6, r6, lr",
+        "asr r7, r7, r12",
+        "and r7, r7, lr",
+        "ldrd r12, lr, [sp]",
+        "add r12, r12, r4",
+        "add lr, lr, r5",
+        "strd r12, lr, [sp]",
+        "ldrd r12, lr, [sp, #8]",
+        "add r12, r12, r6",
+        "add lr, lr, r7",
+        "strd r12, lr, [sp, #8]",
+        "ldr r10, [sp, #16]",
+        "cmp r10, #0",
+        "bne 1b",
+        "ldr r12, [sp, #20]",
+        "ldr r12, [r12, #16]",
+        "ldm sp, {{r4-r7}}",
+        "stm r12, {{r4-r7}}",
+        "add sp, sp, #24",
+        "pop {{r4-r11, pc}}",
+    )
 }

@@ -132,35 +132,48 @@ pub trait PackedOps: Mac {
         acc.wrapping_add(v.wrapping_mul(0x0101_0101) >> 24)
     }
 
-    /// An optional hand-scheduled loop: `acc[0..4] += [r0.c0, r0.c1,
-    /// r1.c0, r1.c1]` raw `SMLAD` sums over `n` weight bytes (rows `w[r0..]`
-    /// and `w[r1..]`, each byte spaced through `lut`) and `2 * n`
-    /// interleaved column words; returns false (nothing done) where the
-    /// backend has none. `n` is at most the extraction cap.
+    /// An optional hand-scheduled loop: set `out` to the packed sums
+    /// `[r0.c0, r0.c1, r1.c0, r1.c1]` over `n` weight bytes (rows `w[r0..]`
+    /// and `w[r1..]`, each byte spaced through `k.lut`) and `2 * n`
+    /// interleaved column words, extracted as `k` says; returns false
+    /// (nothing done) where the backend has none.
     #[inline(always)]
-    fn dot2x2_raw(
-        w: &[u8],
-        r0: usize,
-        r1: usize,
-        n: usize,
-        cols: &[u32],
-        lut: &[u32; 256],
-        acc: &mut [i32; 4],
-    ) -> bool {
-        let _ = (w, r0, r1, n, cols, lut, acc);
+    fn dot2x2(w: &[u8], r0: usize, r1: usize, n: usize, cols: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
+        let _ = (w, r0, r1, n, cols, k, out);
         false
     }
+
+    /// An optional hand-scheduled loop: set `out[i]` to the packed sum of
+    /// `rows[i]` (all the same length, each byte spaced through `k.lut`)
+    /// with column word `col[t]` for byte `t`, extracted as `k` says;
+    /// returns false (nothing done) where the backend has none.
+    #[inline(always)]
+    fn dot4x1(rows: [&[u8]; 4], col: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
+        let _ = (rows, col, k, out);
+        false
+    }
+}
+
+/// How packed sums are extracted: the spacing table, and every `cap` bytes
+/// `(acc >> s) & mask` added to the total.
+#[derive(Clone, Copy)]
+pub struct Extract {
+    /// Byte of four weights to spaced weight word.
+    pub lut: &'static [u32; 256],
+    /// Bytes between extractions.
+    pub cap: usize,
+    /// Field position.
+    pub s: u32,
+    /// Field mask, `2^s - 1`.
+    pub mask: u32,
 }
 
 impl PackedOps for super::mac::Portable {}
 
 /// The input's codes and spacing for one call.
 struct Codes {
+    ex: Extract,
     s: u32,
-    cap: usize,
-    lut: &'static [u32; 256],
-    /// `-act_min`: code + h is the unsigned code.
-    h: i32,
     /// Unsigned code of the zero point.
     zu: i32,
     flip: u32,
@@ -172,23 +185,21 @@ impl Codes {
         let h = -act_min(in_bits);
         let s = spacing(in_bits);
         Self {
+            ex: Extract { lut: spaced_table(s), cap: cap(in_bits), s, mask: (1 << s) - 1 },
             s,
-            cap: cap(in_bits),
-            lut: spaced_table(s),
-            h,
             zu: in_zp + h,
             flip: h as u32 * 0x0101_0101,
             mask: (2 * h - 1) as u32 * 0x0101_0101,
         }
     }
 
-    /// Spread raw codes (`4 * n` bytes) into activation words `cols[t *
-    /// STRIDE + Q]`; returns the sum of the unsigned codes.
+    /// Spread unsigned codes (`4 * n` bytes) into activation words `cols[t *
+    /// STRIDE + Q]`; returns the sum of the codes.
     #[inline(always)]
     fn spread<M: PackedOps, const STRIDE: usize, const Q: usize>(&self, raw: &[u8], cols: &mut [u32]) -> i32 {
         let mut sum = 0u32;
         for (c, b) in cols.chunks_exact_mut(STRIDE).zip(raw.chunks_exact(4)) {
-            let v = (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) ^ self.flip) & self.mask;
+            let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             sum = M::sum_bytes(v, sum);
             c[Q] = (v & 0x00ff_00ff) + (((v >> 8) & 0x00ff_00ff) << self.s);
         }
@@ -225,59 +236,72 @@ impl Chan {
 /// each) with the two interleaved columns, extracted every `cap` bytes.
 #[inline(always)]
 fn dot2x2<M: PackedOps>(w: &[u8], r0: usize, r1: usize, nw: usize, cols: &[u32], c: &Codes) -> [i32; 4] {
-    let mask = (1i32 << c.s) - 1;
+    let ex = &c.ex;
     let mut total = [0i32; 4];
+    if M::dot2x2(w, r0, r1, nw, cols, ex, &mut total) {
+        return total;
+    }
+    let (row0, row1) = (&w[r0..r0 + nw], &w[r1..r1 + nw]);
+    let chunks = row0.chunks(ex.cap).zip(row1.chunks(ex.cap)).zip(cols[..2 * nw].chunks(2 * ex.cap));
+    for ((c0, c1), x) in chunks {
+        let mut a = [0i32; 4];
+        for ((&b0, &b1), xx) in c0.iter().zip(c1).zip(x.chunks_exact(2)) {
+            let (w0, w1) = (ex.lut[b0 as usize], ex.lut[b1 as usize]);
+            a[0] = M::smlad(w0, xx[0], a[0]);
+            a[1] = M::smlad(w0, xx[1], a[1]);
+            a[2] = M::smlad(w1, xx[0], a[2]);
+            a[3] = M::smlad(w1, xx[1], a[3]);
+        }
+        for (t, v) in total.iter_mut().zip(a) {
+            *t += (v >> ex.s) & ex.mask as i32;
+        }
+    }
+    total
+}
+
+/// Packed sums of four rows (`nw` bytes each) with one column.
+#[inline(always)]
+fn dot4x1<M: PackedOps>(rows: [&[u8]; 4], col: &[u32], c: &Codes) -> [i32; 4] {
+    let ex = &c.ex;
+    let mut total = [0i32; 4];
+    let nw = rows[0].len();
+    if M::dot4x1(rows, &col[..nw], ex, &mut total) {
+        return total;
+    }
     let mut at = 0;
     while at < nw {
-        let n = c.cap.min(nw - at);
-        let x = &cols[2 * at..2 * (at + n)];
+        let n = ex.cap.min(nw - at);
         let mut a = [0i32; 4];
-        if !M::dot2x2_raw(w, r0 + at, r1 + at, n, x, c.lut, &mut a) {
-            let (row0, row1) = (&w[r0 + at..r0 + at + n], &w[r1 + at..r1 + at + n]);
-            for ((&b0, &b1), xx) in row0.iter().zip(row1).zip(x.chunks_exact(2)) {
-                let (w0, w1) = (c.lut[b0 as usize], c.lut[b1 as usize]);
-                a[0] = M::smlad(w0, xx[0], a[0]);
-                a[1] = M::smlad(w0, xx[1], a[1]);
-                a[2] = M::smlad(w1, xx[0], a[2]);
-                a[3] = M::smlad(w1, xx[1], a[3]);
+        for (t, &xx) in col[at..at + n].iter().enumerate() {
+            for (ai, ri) in a.iter_mut().zip(&rows) {
+                *ai = M::smlad(ex.lut[ri[at + t] as usize], xx, *ai);
             }
         }
         for (t, v) in total.iter_mut().zip(a) {
-            *t += (v >> c.s) & mask;
+            *t += (v >> ex.s) & ex.mask as i32;
         }
         at += n;
     }
     total
 }
 
-/// Packed sums of rows `w[r0..]` and `w[r1..]` with one column.
+/// Copy `src` into the start of `dst` as unsigned codes (`(x ^ flip) &
+/// mask` per byte), four bytes at a time: whole words, so up to three bytes
+/// past `src.len()` of both may be read and written (the caller sizes both
+/// for that and overwrites what follows).
 #[inline(always)]
-fn dot2x1<M: PackedOps>(w: &[u8], r0: usize, r1: usize, nw: usize, col: &[u32], c: &Codes) -> [i32; 2] {
-    let mask = (1i32 << c.s) - 1;
-    let mut total = [0i32; 2];
-    let (row0, row1) = (&w[r0..r0 + nw], &w[r1..r1 + nw]);
-    for ((c0, c1), x) in row0.chunks(c.cap).zip(row1.chunks(c.cap)).zip(col[..nw].chunks(c.cap)) {
-        let mut a = [0i32; 2];
-        for ((&b0, &b1), &xx) in c0.iter().zip(c1).zip(x) {
-            a[0] = M::smlad(c.lut[b0 as usize], xx, a[0]);
-            a[1] = M::smlad(c.lut[b1 as usize], xx, a[1]);
-        }
-        total[0] += (a[0] >> c.s) & mask;
-        total[1] += (a[1] >> c.s) & mask;
+fn copy_words(dst: &mut [u8], src: &[u8], c: &Codes) {
+    for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+        let v = (u32::from_le_bytes([s[0], s[1], s[2], s[3]]) ^ c.flip) & c.mask;
+        d.copy_from_slice(&v.to_le_bytes());
     }
-    total
 }
 
-/// Copy `src` into `dst` (the same length), four bytes at a time.
+/// Copy `src` into `dst` (the same length) as unsigned codes.
 #[inline(always)]
-fn copy(dst: &mut [u8], src: &[u8]) {
-    let mut d = dst.chunks_exact_mut(4);
-    let mut s = src.chunks_exact(4);
-    for (dw, sw) in (&mut d).zip(&mut s) {
-        dw.copy_from_slice(sw);
-    }
-    for (db, &sb) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *db = sb;
+fn copy_bytes(dst: &mut [u8], src: &[u8], c: &Codes) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = (s ^ c.flip as u8) & c.mask as u8;
     }
 }
 
@@ -291,28 +315,35 @@ struct Geom {
 }
 
 impl Geom {
-    /// The raw codes of the patch whose top left input is `(iy0, ix0)`, in
-    /// weight order, into `raw[..k]`; padded positions get `pad`.
+    /// The unsigned codes of the patch whose top left input is `(iy0, ix0)`,
+    /// in weight order, into `raw[..k]`; padded positions get `pad`. `raw`
+    /// holds at least `k + 3` bytes; what follows `raw[k]` is left undefined.
     #[inline(always)]
-    fn patch(&self, input: &[u8], iy0: isize, ix0: isize, raw: &mut [u8], pad: u8) {
+    fn patch(&self, input: &[u8], iy0: isize, ix0: isize, raw: &mut [u8], pad: u8, c: &Codes) {
         let (iw, ic) = (self.iw, self.ic);
         let row = self.kw * ic;
+        let words = row.div_ceil(4) * 4;
         let interior = iy0 >= 0 && ix0 >= 0 && iy0 + self.kh as isize <= self.ih && ix0 + self.kw as isize <= iw;
-        for (ky, dst) in raw.chunks_exact_mut(row).take(self.kh).enumerate() {
+        for ky in 0..self.kh {
             let iy = iy0 + ky as isize;
+            let dst = &mut raw[ky * row..];
             if interior {
                 let at = (iy * iw + ix0) as usize * ic;
-                copy(dst, &input[at..at + row]);
+                match input.get(at..at + words) {
+                    // Whole words; the next row (or the tail) overwrites the overrun.
+                    Some(src) => copy_words(&mut dst[..words], src, c),
+                    None => copy_bytes(&mut dst[..row], &input[at..at + row], c),
+                }
             } else if iy < 0 || iy >= self.ih {
-                dst.fill(pad);
+                dst[..row].fill(pad);
             } else {
-                for (kx, d) in dst.chunks_exact_mut(ic).enumerate() {
+                for (kx, d) in dst[..row].chunks_exact_mut(ic).enumerate() {
                     let ix = ix0 + kx as isize;
                     if ix < 0 || ix >= iw {
                         d.fill(pad);
                     } else {
                         let at = (iy * iw + ix) as usize * ic;
-                        d.copy_from_slice(&input[at..at + ic]);
+                        copy_bytes(d, &input[at..at + ic], c);
                     }
                 }
             }
@@ -345,14 +376,14 @@ pub fn conv2d<M: PackedOps>(
     };
     let k = g.kh * g.kw * g.ic;
     let nw = k.div_ceil(4);
-    if scratch.len() < 3 * nw {
+    if scratch.len() < 3 * nw + 1 {
         return false;
     }
     let (cols, rest) = scratch.split_at_mut(2 * nw);
-    let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut rest[..nw]);
+    let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut rest[..nw + 1]);
     let input: &[u8] = bytemuck::cast_slice(input);
     let codes = Codes::new(in_bits, in_zp);
-    let (pad, tail) = (in_zp as i8 as u8, -codes.h as i8 as u8);
+    let (pad, tail) = (codes.zu as u8, 0u8);
     let (oh, ow, oc_n) = (out_shape.h as usize, out_shape.w as usize, out_shape.c as usize);
     let (sh, sw) = (l.stride_h as isize, l.stride_w as isize);
     let (pt, pl) = (l.pad.top as isize, l.pad.left as isize);
@@ -362,8 +393,11 @@ pub fn conv2d<M: PackedOps>(
     // Column `Q` of pixel `pix`; returns sum(a) over its lanes.
     let fill = |raw: &mut [u8], cols: &mut [u32], q: usize, pix: usize| -> i32 {
         let (oy, ox) = ((pix / ow) as isize, (pix % ow) as isize);
-        g.patch(input, oy * sh - pt, ox * sw - pl, raw, pad);
-        raw[k..].fill(tail);
+        g.patch(input, oy * sh - pt, ox * sw - pl, raw, pad, &codes);
+        for b in &mut raw[k..4 * nw] {
+            *b = tail;
+        }
+        let raw = &raw[..4 * nw];
         if q == 0 {
             codes.spread::<M, 2, 0>(raw, cols)
         } else {
@@ -429,8 +463,10 @@ pub fn dense<M: PackedOps>(
     let col = &mut scratch[..nw];
     {
         let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut *col);
-        copy(&mut raw[..k], bytemuck::cast_slice(input));
-        raw[k..].fill(-codes.h as i8 as u8);
+        copy_bytes(&mut raw[..k], bytemuck::cast_slice(input), &codes);
+        for b in &mut raw[k..] {
+            *b = 0;
+        }
     }
     let mut raw = [0u8; 4];
     let mut sa = 0;
@@ -443,13 +479,12 @@ pub fn dense<M: PackedOps>(
     let out_zp = l.out.zero_point;
     let mut o = 0;
     while o < n {
-        let o1 = if o + 1 < n { o + 1 } else { o };
-        let p = dot2x1::<M>(l.w.packed, o * nw, o1 * nw, nw, col, &codes);
-        output[o] = Chan::new(&l.w, o, nw, codes.zu).finish(p[0] - sa, out_zp, lo, hi);
-        if o1 != o {
-            output[o1] = Chan::new(&l.w, o1, nw, codes.zu).finish(p[1] - sa, out_zp, lo, hi);
+        let idx = [o, (o + 1).min(n - 1), (o + 2).min(n - 1), (o + 3).min(n - 1)];
+        let p = dot4x1::<M>(idx.map(|c| l.w.row(c, nw)), col, &codes);
+        for i in 0..4.min(n - o) {
+            output[o + i] = Chan::new(&l.w, o + i, nw, codes.zu).finish(p[i] - sa, out_zp, lo, hi);
         }
-        o += 2;
+        o += 4;
     }
     true
 }
