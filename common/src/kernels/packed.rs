@@ -193,13 +193,14 @@ impl Codes {
         }
     }
 
-    /// Spread unsigned codes (`4 * n` bytes) into activation words `cols[t *
+    /// Spread unsigned codes (`n` words of four) into activation words `cols[t *
     /// STRIDE + Q]`; returns the sum of the codes.
     #[inline(always)]
-    fn spread<M: PackedOps, const STRIDE: usize, const Q: usize>(&self, raw: &[u8], cols: &mut [u32]) -> i32 {
+    fn spread<M: PackedOps, const STRIDE: usize, const Q: usize>(&self, raw: &[u32], cols: &mut [u32]) -> i32 {
         let mut sum = 0u32;
-        for (c, b) in cols.chunks_exact_mut(STRIDE).zip(raw.chunks_exact(4)) {
-            let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        for (c, &w) in cols.chunks_exact_mut(STRIDE).zip(raw) {
+            // Little-endian bytes: byte i of the word is code 4t + i.
+            let v = u32::from_le(w);
             sum = M::sum_bytes(v, sum);
             c[Q] = (v & 0x00ff_00ff) + (((v >> 8) & 0x00ff_00ff) << self.s);
         }
@@ -380,7 +381,7 @@ pub fn conv2d<M: PackedOps>(
         return false;
     }
     let (cols, rest) = scratch.split_at_mut(2 * nw);
-    let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut rest[..nw + 1]);
+    let raw = &mut rest[..nw + 1];
     let input: &[u8] = bytemuck::cast_slice(input);
     let codes = Codes::new(in_bits, in_zp);
     let (pad, tail) = (codes.zu as u8, 0u8);
@@ -391,13 +392,14 @@ pub fn conv2d<M: PackedOps>(
     let out_zp = l.out.zero_point;
     let npix = oh * ow;
     // Column `Q` of pixel `pix`; returns sum(a) over its lanes.
-    let fill = |raw: &mut [u8], cols: &mut [u32], q: usize, pix: usize| -> i32 {
+    let fill = |raw: &mut [u32], cols: &mut [u32], q: usize, pix: usize| -> i32 {
         let (oy, ox) = ((pix / ow) as isize, (pix % ow) as isize);
-        g.patch(input, oy * sh - pt, ox * sw - pl, raw, pad, &codes);
-        for b in &mut raw[k..4 * nw] {
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut *raw);
+        g.patch(input, oy * sh - pt, ox * sw - pl, bytes, pad, &codes);
+        for b in &mut bytes[k..4 * nw] {
             *b = tail;
         }
-        let raw = &raw[..4 * nw];
+        let raw = &raw[..nw];
         if q == 0 {
             codes.spread::<M, 2, 0>(raw, cols)
         } else {
@@ -468,11 +470,10 @@ pub fn dense<M: PackedOps>(
             *b = 0;
         }
     }
-    let mut raw = [0u8; 4];
     let mut sa = 0;
     for w in col.iter_mut() {
-        raw.copy_from_slice(&w.to_le_bytes());
-        sa += codes.spread::<M, 1, 0>(&raw, core::slice::from_mut(w));
+        let raw = *w;
+        sa += codes.spread::<M, 1, 0>(&[raw], core::slice::from_mut(w));
     }
     let sa = 2 * sa;
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
