@@ -9,11 +9,14 @@
 //!
 //! # Safety
 //! Each `asm!` block is a single data-processing instruction on registers
-//! (`SMLAD`, `SXTB16`): it reads only its input registers, writes only its
-//! output register, touches no memory, no stack and no flags other than the
-//! sticky Q flag (`SMLAD` sets Q on overflow; nothing in this crate reads
-//! Q). So the blocks are sound for any input values, and are declared
-//! `pure, nomem, nostack`.
+//! (`SMLAD`, `SMLABB`, `SMLATT`, `SXTB16`), or the pair `SSUB8` + `SEL`: it
+//! reads only its input registers, writes only its output register, touches
+//! no memory, no stack and no flags other than the sticky Q flag (`SMLAD`,
+//! `SMLABB`, `SMLATT` set Q on overflow; nothing in this crate reads Q) and
+//! the GE flags (`SSUB8` sets them, the `SEL` right after it in the same
+//! block consumes them; nothing else in this crate reads GE, and the
+//! compiler does not keep values in GE). So the blocks are sound for any
+//! input values, and are declared `pure, nomem, nostack`.
 #![allow(unsafe_code)]
 
 use super::mac::Mac;
@@ -30,6 +33,40 @@ impl Mac for Dsp {
         // SAFETY: see the module doc: one register-only instruction.
         unsafe {
             asm!("smlad {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc,
+                 options(pure, nomem, nostack));
+        }
+        r
+    }
+    #[inline(always)]
+    fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+        let r: i32;
+        // SAFETY: see the module doc: one register-only instruction.
+        unsafe {
+            asm!("smlabb {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc,
+                 options(pure, nomem, nostack));
+        }
+        r
+    }
+    #[inline(always)]
+    fn smlatt(a: u32, b: u32, acc: i32) -> i32 {
+        let r: i32;
+        // SAFETY: see the module doc: one register-only instruction.
+        unsafe {
+            asm!("smlatt {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc,
+                 options(pure, nomem, nostack));
+        }
+        r
+    }
+    #[inline(always)]
+    fn max8(a: u32, b: u32) -> u32 {
+        let r: u32;
+        // SAFETY: see the module doc: `SSUB8` sets GE[i] where byte i of
+        // `a` >= byte i of `b` (signed), `SEL` then takes those bytes from
+        // `a` and the others from `b`. `SSUB8` writes `r` before `SEL`
+        // reads `a` and `b`, so `r` is an `out` (not `lateout`) operand: it
+        // never shares a register with an input.
+        unsafe {
+            asm!("ssub8 {r}, {a}, {b}", "sel {r}, {a}, {b}", r = out(reg) r, a = in(reg) a, b = in(reg) b,
                  options(pure, nomem, nostack));
         }
         r
