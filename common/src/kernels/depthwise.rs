@@ -82,7 +82,7 @@ pub fn depthwise_conv2d<M: Mac>(
 ) {
     let (kh, kw) = (l.kh as usize, l.kw as usize);
     let kk = kh * kw;
-    let (ih, iw, ic) = (in_shape.h as usize, in_shape.w as usize, in_shape.c as usize);
+    let ic = in_shape.c as usize;
     if ic < 4 || kk > MAX_TAPS {
         return fast::depthwise_conv2d(l, in_shape, in_zp, input, out_shape, output);
     }
@@ -90,13 +90,7 @@ pub fn depthwise_conv2d<M: Mac>(
     let rb = pack::row_bytes(kk, bits);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
     let out_zp = l.out.zero_point;
-    let (oh, ow) = (out_shape.h as usize, out_shape.w as usize);
-    let (sh, sw) = (l.stride_h as usize, l.stride_w as usize);
-    let (pt, pl) = (l.pad.top as usize, l.pad.left as usize);
-    let rs = iw * ic;
     let zp_lanes = pack_lanes(in_zp, in_zp);
-    // Lane order of the accumulators: channel offsets within the group.
-    const CH: [usize; 4] = [0, 2, 1, 3];
     let mut wbuf = [0u32; 2 * MAX_TAPS];
     for s in starts(ic) {
         let mut bias = [0i32; 4];
@@ -114,47 +108,81 @@ pub fn depthwise_conv2d<M: Mac>(
             bias[j] = l.w.bias(s + d).wrapping_sub(in_zp.wrapping_mul(sum_w));
             rq[j] = Requant::new(l.w.requant(s + d));
         }
-        let wts = &wbuf[..2 * kk];
-        for oy in 0..oh {
-            let iy0 = (oy * sh) as isize - pt as isize;
-            let rows_in = iy0 >= 0 && iy0 as usize + kh <= ih;
-            for ox in 0..ow {
-                let ix0 = (ox * sw) as isize - pl as isize;
-                let mut a = bias;
-                if rows_in && ix0 >= 0 && ix0 as usize + kw <= iw {
-                    let mut row = (iy0 as usize * iw + ix0 as usize) * ic + s;
-                    for wrow in wts.chunks_exact(2 * kw) {
-                        let mut at = row;
-                        for w in wrow.chunks_exact(2) {
-                            mac4::<M>(load(input, at), w, &mut a);
-                            at += ic;
-                        }
-                        row += rs;
+        let g = Group { s, bias, rq, zp_lanes, lo, hi, out_zp };
+        if kw == 3 {
+            group::<M, 3>(l, in_shape, out_shape, &g, &wbuf[..2 * kk], input, output);
+        } else {
+            group::<M, 0>(l, in_shape, out_shape, &g, &wbuf[..2 * kk], input, output);
+        }
+    }
+}
+
+/// One group's prepared constants.
+struct Group {
+    s: usize,
+    bias: [i32; 4],
+    rq: [Requant; 4],
+    zp_lanes: u32,
+    lo: i32,
+    hi: i32,
+    out_zp: i32,
+}
+
+/// Lane order of the accumulators: channel offsets within the group.
+const CH: [usize; 4] = [0, 2, 1, 3];
+
+/// Every output pixel of one group. `KW` is the window width when known at
+/// compile time (3), or 0.
+#[inline(never)]
+fn group<M: Mac, const KW: usize>(
+    l: &Conv2d<'_>,
+    in_shape: Shape,
+    out_shape: Shape,
+    g: &Group,
+    wts: &[u32],
+    input: &[i8],
+    output: &mut [i8],
+) {
+    let (kh, kw) = (l.kh as usize, if KW > 0 { KW } else { l.kw as usize });
+    let (ih, iw, ic) = (in_shape.h as usize, in_shape.w as usize, in_shape.c as usize);
+    let (oh, ow) = (out_shape.h as usize, out_shape.w as usize);
+    let (sh, sw) = (l.stride_h as usize, l.stride_w as usize);
+    let (pt, pl) = (l.pad.top as usize, l.pad.left as usize);
+    let rs = iw * ic;
+    let s = g.s;
+    for oy in 0..oh {
+        let iy0 = (oy * sh) as isize - pt as isize;
+        let rows_in = iy0 >= 0 && iy0 as usize + kh <= ih;
+        for ox in 0..ow {
+            let ix0 = (ox * sw) as isize - pl as isize;
+            let mut a = g.bias;
+            if rows_in && ix0 >= 0 && ix0 as usize + kw <= iw {
+                let mut row = (iy0 as usize * iw + ix0 as usize) * ic;
+                for wrow in wts.chunks_exact(2 * kw) {
+                    for (px, ww) in input[row..row + kw * ic].chunks_exact(ic).zip(wrow.chunks_exact(2)) {
+                        mac4::<M>(load(px, s), ww, &mut a);
                     }
-                } else {
-                    for (ky, wrow) in wts.chunks_exact(2 * kw).enumerate() {
-                        let iy = iy0 + ky as isize;
-                        if iy < 0 || iy >= ih as isize {
-                            for w in wrow.chunks_exact(2) {
-                                mac4_lanes::<M>(zp_lanes, w, &mut a);
-                            }
-                            continue;
-                        }
-                        for (kx, w) in wrow.chunks_exact(2).enumerate() {
-                            let ix = ix0 + kx as isize;
-                            if ix < 0 || ix >= iw as isize {
-                                mac4_lanes::<M>(zp_lanes, w, &mut a);
-                            } else {
-                                mac4::<M>(load(input, (iy as usize * iw + ix as usize) * ic + s), w, &mut a);
-                            }
+                    row += rs;
+                }
+            } else {
+                let mut w = wts.chunks_exact(2);
+                for ky in 0..kh {
+                    let iy = iy0 + ky as isize;
+                    let row_in = iy >= 0 && iy < ih as isize;
+                    for (kx, ww) in w.by_ref().take(kw).enumerate() {
+                        let ix = ix0 + kx as isize;
+                        if row_in && ix >= 0 && ix < iw as isize {
+                            mac4::<M>(load(input, (iy as usize * iw + ix as usize) * ic + s), ww, &mut a);
+                        } else {
+                            mac4_lanes::<M>(g.zp_lanes, ww, &mut a);
                         }
                     }
                 }
-                let o = (oy * ow + ox) * ic + s;
-                for j in 0..4 {
-                    let y = rq[j].apply(a[j]).saturating_add(out_zp).clamp(lo, hi);
-                    output[o + CH[j]] = y as i8;
-                }
+            }
+            let o = (oy * ow + ox) * ic + s;
+            for j in 0..4 {
+                let y = g.rq[j].apply(a[j]).saturating_add(g.out_zp).clamp(g.lo, g.hi);
+                output[o + CH[j]] = y as i8;
             }
         }
     }

@@ -84,6 +84,7 @@ fn starts(c: usize) -> impl Iterator<Item = usize> {
 }
 
 /// Max pooling, bit-exact with [`reference::max_pool`].
+#[inline(never)]
 pub fn max_pool<M: Mac>(p: &Pool, in_shape: Shape, input: &[i8], out_shape: Shape, output: &mut [i8]) {
     let c = in_shape.c as usize;
     let rs = in_shape.w as usize * c;
@@ -101,24 +102,62 @@ pub fn max_pool<M: Mac>(p: &Pool, in_shape: Shape, input: &[i8], out_shape: Shap
             }
         });
     }
+    let pad = p.pad;
+    if p.kh == 2 && p.kw == 2 && pad.top == 0 && pad.left == 0 && pad.bottom == 0 && pad.right == 0 {
+        return max_pool_2x2::<M>(p, in_shape, input, out_shape, output);
+    }
     windows(p, in_shape, out_shape, |w| {
-        for s in starts(c) {
+        let mut s = 0;
+        loop {
             let mut m = 0x8080_8080u32;
-            let mut row = w.base + s;
+            let mut row = w.base;
             for _ in 0..w.rows {
-                let mut at = row;
-                for _ in 0..w.cols {
-                    m = M::max8(m, load(input, at));
-                    at += c;
+                for px in input[row..row + w.cols * c].chunks_exact(c) {
+                    m = M::max8(m, load(px, s));
                 }
                 row += rs;
             }
             store(output, w.out + s, m);
+            if s + 4 >= c {
+                break;
+            }
+            s = (s + 4).min(c - 4);
         }
     })
 }
 
+/// Max pooling over 2 x 2 windows without padding (every window is whole),
+/// `c >= 4`: the four positions' channel vectors are walked together a word
+/// at a time.
+fn max_pool_2x2<M: Mac>(p: &Pool, in_shape: Shape, input: &[i8], out_shape: Shape, output: &mut [i8]) {
+    let c = in_shape.c as usize;
+    let rs = in_shape.w as usize * c;
+    let (sh, sw) = (p.stride_h as usize, p.stride_w as usize);
+    let ow = out_shape.w as usize;
+    for oy in 0..out_shape.h as usize {
+        for ox in 0..ow {
+            let a = oy * sh * rs + ox * sw * c;
+            let (x00, x01) = input[a..a + 2 * c].split_at(c);
+            let (x10, x11) = input[a + rs..a + rs + 2 * c].split_at(c);
+            let y = &mut output[(oy * ow + ox) * c..][..c];
+            let at = |i: usize| {
+                let m0 = M::max8(load(x00, i), load(x01, i));
+                M::max8(m0, M::max8(load(x10, i), load(x11, i)))
+            };
+            if c % 4 != 0 {
+                store(y, c - 4, at(c - 4));
+            }
+            let words = x00.chunks_exact(4).zip(x01.chunks_exact(4)).zip(x10.chunks_exact(4).zip(x11.chunks_exact(4)));
+            for (o, ((w00, w01), (w10, w11))) in y.chunks_exact_mut(4).zip(words) {
+                let m = M::max8(M::max8(load(w00, 0), load(w01, 0)), M::max8(load(w10, 0), load(w11, 0)));
+                store(o, 0, m);
+            }
+        }
+    }
+}
+
 /// Average pooling, bit-exact with [`reference::avg_pool`].
+#[inline(never)]
 pub fn avg_pool<M: Mac>(p: &Pool, in_shape: Shape, input: &[i8], out_shape: Shape, output: &mut [i8]) {
     let c = in_shape.c as usize;
     if p.kh as usize * p.kw as usize > MAX_AVG_WINDOW {
@@ -145,14 +184,12 @@ pub fn avg_pool<M: Mac>(p: &Pool, in_shape: Shape, input: &[i8], out_shape: Shap
         let bias = 128 * n;
         for s in starts(c) {
             let (mut even, mut odd) = (0u32, 0u32);
-            let mut row = w.base + s;
+            let mut row = w.base;
             for _ in 0..w.rows {
-                let mut at = row;
-                for _ in 0..w.cols {
-                    let v = load(input, at) ^ 0x8080_8080;
+                for px in input[row..row + w.cols * c].chunks_exact(c) {
+                    let v = load(px, s) ^ 0x8080_8080;
                     even += v & 0x00ff_00ff;
                     odd += (v >> 8) & 0x00ff_00ff;
-                    at += c;
                 }
                 row += rs;
             }
