@@ -158,11 +158,15 @@ fn group<M: Mac, const KW: usize>(
             let mut a = g.bias;
             if rows_in && ix0 >= 0 && ix0 as usize + kw <= iw {
                 let mut row = (iy0 as usize * iw + ix0 as usize) * ic;
-                for wrow in wts.chunks_exact(2 * kw) {
-                    for (px, ww) in input[row..row + kw * ic].chunks_exact(ic).zip(wrow.chunks_exact(2)) {
-                        mac4::<M>(load(px, s), ww, &mut a);
+                if M::dw_window4(input, row + s, ic, rs, kh, kw, wts, &mut a) {
+                    // done by the backend's loop
+                } else {
+                    for wrow in wts.chunks_exact(2 * kw) {
+                        for (px, ww) in input[row..row + kw * ic].chunks_exact(ic).zip(wrow.chunks_exact(2)) {
+                            mac4::<M>(load(px, s), ww, &mut a);
+                        }
+                        row += rs;
                     }
-                    row += rs;
                 }
             } else {
                 let mut w = wts.chunks_exact(2);

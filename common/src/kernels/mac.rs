@@ -28,6 +28,27 @@ pub trait Mac {
     /// Per-byte signed maximum of the four bytes of `a` and `b` (`SSUB8`
     /// then `SEL`).
     fn max8(a: u32, b: u32) -> u32;
+    /// An optional hand-scheduled loop for the depthwise kernel
+    /// ([`super::depthwise`]): adds one whole `kh x kw` window of four
+    /// channels to `acc` (lane order `[c, c + 2, c + 1, c + 3]`). Window
+    /// row `r`, column `q` is the word at `x[at + r * rs + q * ic..][..4]`,
+    /// its weights lane words `w[2 * (r * kw + q)..][..2]`. Returns whether
+    /// it did (false: not available, the generic code does it).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn dw_window4(
+        x: &[i8],
+        at: usize,
+        ic: usize,
+        rs: usize,
+        kh: usize,
+        kw: usize,
+        w: &[u32],
+        acc: &mut [i32; 4],
+    ) -> bool {
+        let _ = (x, at, ic, rs, kh, kw, w, acc);
+        false
+    }
     /// An optional hand-scheduled loop for the 2 x 2 block of 8-bit weights:
     /// rows `w[r0..]` and `w[r0 + stride..]`, interleaved columns `cols` (see
     /// [`super::fast`]); adds the products of the first `words` four-weight
