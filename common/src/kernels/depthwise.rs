@@ -12,6 +12,9 @@
 //! - per output pixel and tap: one word load, `SXTB16`, `SXTB16 ROR 8`, and
 //!   four `SMLABB` / `SMLATT` (one product per channel lane; depthwise has
 //!   no sum across channels for `SMLAD` to exploit);
+//! - on ARMv7E-M the whole window of an interior pixel runs a
+//!   hand-scheduled loop ([`Mac::dw_window4`], 11 instructions per position
+//!   and four channels); elsewhere the same steps in Rust;
 //! - pixels whose window crosses the padding take a separate loop that
 //!   gives each padded tap the zero point in both lanes (its `x - zp` is 0,
 //!   as the reference's skipped tap).
