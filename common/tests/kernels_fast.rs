@@ -79,3 +79,42 @@ fn portable_matches_reference_on_first_convolutions() {
     assert!(n >= 2500 && asm_shaped >= 100, "only {n} first-convolution cases ({asm_shaped} of the asm shape)");
     assert!(failures.is_empty(), "{} of {n} cases differ:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// Pooling, called directly, over a grid of shapes that the random layers
+/// reach rarely (2 x 2 windows without padding take their own path), and
+/// every channel count 1 to 9 (words, overlapping last words, bytes).
+#[test]
+fn portable_pools_match_reference_on_a_grid() {
+    use rand::Rng;
+    use releq_common::model::{Padding, Pool, Shape};
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut cases = 0;
+    for c in (1..=9u16).chain([16, 17]) {
+        for (kh, kw) in [(1, 1), (2, 2), (2, 3), (3, 2), (3, 3)] {
+            for (sh, sw) in [(1, 1), (2, 2), (1, 2), (3, 1)] {
+                for padded in [false, true] {
+                    let pad = if padded {
+                        Padding { top: kh - 1, left: kw - 1, bottom: (kh - 1) / 2, right: 0 }
+                    } else {
+                        Padding { top: 0, left: 0, bottom: 0, right: 0 }
+                    };
+                    let (ih, iw) = (rng.gen_range(kh as u16..=9), rng.gen_range(kw as u16..=9));
+                    let p = Pool { input: 0, kh, kw, stride_h: sh, stride_w: sw, pad };
+                    let oh = (ih + (pad.top + pad.bottom) as u16 - kh as u16) / sh as u16 + 1;
+                    let ow = (iw + (pad.left + pad.right) as u16 - kw as u16) / sw as u16 + 1;
+                    let (s, os) = (Shape::new(ih, iw, c), Shape::new(oh, ow, c));
+                    let x: Vec<i8> = (0..s.len()).map(|_| rng.gen()).collect();
+                    let (mut want, mut got) = (vec![0i8; os.len()], vec![0x55i8; os.len()]);
+                    Reference::max_pool(&p, s, &x, os, &mut want);
+                    Portable::max_pool(&p, s, &x, os, &mut got);
+                    assert_eq!(got, want, "max {p:?} {s:?}");
+                    Reference::avg_pool(&p, s, &x, os, &mut want);
+                    Portable::avg_pool(&p, s, &x, os, &mut got);
+                    assert_eq!(got, want, "avg {p:?} {s:?}");
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 11 * 5 * 4 * 2);
+}

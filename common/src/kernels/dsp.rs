@@ -9,11 +9,14 @@
 //!
 //! # Safety
 //! Each `asm!` block is a single data-processing instruction on registers
-//! (`SMLAD`, `SXTB16`): it reads only its input registers, writes only its
-//! output register, touches no memory, no stack and no flags other than the
-//! sticky Q flag (`SMLAD` sets Q on overflow; nothing in this crate reads
-//! Q). So the blocks are sound for any input values, and are declared
-//! `pure, nomem, nostack`.
+//! (`SMLAD`, `SMLABB`, `SMLATT`, `SXTB16`), or the pair `SSUB8` + `SEL`: it
+//! reads only its input registers, writes only its output register, touches
+//! no memory, no stack and no flags other than the sticky Q flag (`SMLAD`,
+//! `SMLABB`, `SMLATT` set Q on overflow; nothing in this crate reads Q) and
+//! the GE flags (`SSUB8` sets them, the `SEL` right after it in the same
+//! block consumes them; nothing else in this crate reads GE, and the
+//! compiler does not keep values in GE). So the blocks are sound for any
+//! input values, and are declared `pure, nomem, nostack`.
 #![allow(unsafe_code)]
 
 use super::mac::Mac;
@@ -30,6 +33,40 @@ impl Mac for Dsp {
         // SAFETY: see the module doc: one register-only instruction.
         unsafe {
             asm!("smlad {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc,
+                 options(pure, nomem, nostack));
+        }
+        r
+    }
+    #[inline(always)]
+    fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+        let r: i32;
+        // SAFETY: see the module doc: one register-only instruction.
+        unsafe {
+            asm!("smlabb {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc,
+                 options(pure, nomem, nostack));
+        }
+        r
+    }
+    #[inline(always)]
+    fn smlatt(a: u32, b: u32, acc: i32) -> i32 {
+        let r: i32;
+        // SAFETY: see the module doc: one register-only instruction.
+        unsafe {
+            asm!("smlatt {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc,
+                 options(pure, nomem, nostack));
+        }
+        r
+    }
+    #[inline(always)]
+    fn max8(a: u32, b: u32) -> u32 {
+        let r: u32;
+        // SAFETY: see the module doc: `SSUB8` sets GE[i] where byte i of
+        // `a` >= byte i of `b` (signed), `SEL` then takes those bytes from
+        // `a` and the others from `b`. `SSUB8` writes `r` before `SEL`
+        // reads `a` and `b`, so `r` is an `out` (not `lateout`) operand: it
+        // never shares a register with an input.
+        unsafe {
+            asm!("ssub8 {r}, {a}, {b}", "sel {r}, {a}, {b}", r = out(reg) r, a = in(reg) a, b = in(reg) b,
                  options(pure, nomem, nostack));
         }
         r
@@ -52,6 +89,36 @@ impl Mac for Dsp {
                  options(pure, nomem, nostack, preserves_flags));
         }
         r
+    }
+    #[inline(always)]
+    fn dw_window4(
+        x: &[i8],
+        at: usize,
+        ic: usize,
+        rs: usize,
+        kh: usize,
+        kw: usize,
+        w: &[u32],
+        acc: &mut [i32; 4],
+    ) -> bool {
+        // The last word read starts at `at + (kh - 1) * rs + (kw - 1) * ic`.
+        let last = (kh.wrapping_sub(1))
+            .checked_mul(rs)
+            .and_then(|r| (kw.wrapping_sub(1)).checked_mul(ic).and_then(|q| r.checked_add(q)))
+            .and_then(|o| o.checked_add(at))
+            .and_then(|o| o.checked_add(4));
+        let skip = kw.checked_mul(ic).and_then(|row| rs.checked_sub(row));
+        let (Some(last), Some(skip)) = (last, skip) else { return false };
+        if kh == 0 || kw == 0 || last > x.len() || w.len() < 2 * kh * kw {
+            return false;
+        }
+        // SAFETY: `kh, kw >= 1`; every word read, `at + r * rs + q * ic`
+        // for `r < kh`, `q < kw`, ends at or before `last <= x.len()`
+        // (`rs >= kw * ic`, so the offsets grow monotonically and the
+        // largest is the one checked); `2 * kh * kw` weight words are in
+        // bounds (checked above); `w` is a `u32` slice, so word aligned.
+        unsafe { dw_window4(x.as_ptr().add(at), ic, w.as_ptr(), kw, acc, kh, skip) };
+        true
     }
     #[inline(always)]
     fn dot2x2_w8(w: &[u8], r0: usize, stride: usize, cols: &[u32], words: usize, acc: &mut [i32; 4]) -> usize {
@@ -106,6 +173,62 @@ pub unsafe extern "C" fn dot2x2_w8(r0: *const u8, stride: usize, col: *const u32
         "smlad r7, lr, r11, r7",
         "subs r3, r3, #1",
         "bne 2b",
+        "stm r12, {{r4-r7}}",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// `acc[0..4] += ` one depthwise window of four channels: `kh` rows of
+/// `kw` positions, position words at `x`, `x + ic`, ... within a row, rows
+/// `kw * ic + skip` bytes apart; weights two lane words per position,
+/// `(w[c], w[c + 2])`, `(w[c + 1], w[c + 3])`, consecutive. Accumulators in
+/// lane order `[c, c + 2, c + 1, c + 3]`.
+///
+/// Inner loop, per position (4 MACs): `LDR`, `ADD`, `LDRD`, 2 `SXTB16`,
+/// `SMLABB`, `SMLATT`, `SMLABB`, `SMLATT`, `SUBS` + `BNE`: 11 instructions.
+///
+/// # Safety
+/// `kh >= 1`, `kw >= 1`; every position word (any alignment: Cortex-M4/M7
+/// `LDR` takes unaligned addresses) is readable; `w[0..2 * kh * kw]` is
+/// readable and 4-byte aligned (`LDRD` needs word alignment); `acc` is
+/// valid. The function saves and restores every callee-saved register it
+/// uses (AAPCS) and writes only `acc` and its own incoming stack argument
+/// `kh` (which the callee owns under AAPCS).
+#[unsafe(naked)]
+pub unsafe extern "C" fn dw_window4(
+    x: *const i8,
+    ic: usize,
+    w: *const u32,
+    kw: usize,
+    acc: *mut [i32; 4],
+    kh: usize,
+    skip: usize,
+) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "ldm r12, {{r4-r7}}",
+        "3:",
+        "mov r8, r3",
+        "2:",
+        "ldr r9, [r0]",
+        "add r0, r0, r1",
+        "ldrd r10, r11, [r2], #8",
+        "sxtb16 r12, r9",
+        "sxtb16 lr, r9, ror #8",
+        "smlabb r4, r12, r10, r4",
+        "smlatt r5, r12, r10, r5",
+        "smlabb r6, lr, r11, r6",
+        "smlatt r7, lr, r11, r7",
+        "subs r8, r8, #1",
+        "bne 2b",
+        "ldr r12, [sp, #44]",
+        "add r0, r0, r12",
+        "ldr r12, [sp, #40]",
+        "subs r12, r12, #1",
+        "str r12, [sp, #40]",
+        "bne 3b",
+        "ldr r12, [sp, #36]",
         "stm r12, {{r4-r7}}",
         "pop {{r4-r11, pc}}",
     )

@@ -35,8 +35,10 @@
 //! # Limits
 //! Layers with more than [`MAX_K`] weights per output (where the scaled sum
 //! could overflow `i32`), or given too little scratch, run the reference
-//! kernel instead. Depthwise convolution runs a direct loop per channel with
-//! weights decoded once; pooling and add run the reference kernels.
+//! kernel instead. [`depthwise_conv2d`] here is a direct loop per channel
+//! with weights decoded once, the fallback of [`super::depthwise`] (fewer
+//! than 4 channels, windows over [`super::depthwise::MAX_TAPS`]); pooling
+//! runs [`super::pool`], add the reference kernel.
 
 use super::gather::Gather;
 use super::mac::{pack_lanes, Mac};

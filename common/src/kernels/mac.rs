@@ -21,6 +21,34 @@ pub trait Mac {
     /// Sign-extend bytes 1 and 3 of `a` into the low and high lanes
     /// (`SXTB16` with `ROR #8`).
     fn sxtb16_ror8(a: u32) -> u32;
+    /// `acc + lo(a) * lo(b)`, lanes signed 16-bit, wrapping (`SMLABB`).
+    fn smlabb(a: u32, b: u32, acc: i32) -> i32;
+    /// `acc + hi(a) * hi(b)`, lanes signed 16-bit, wrapping (`SMLATT`).
+    fn smlatt(a: u32, b: u32, acc: i32) -> i32;
+    /// Per-byte signed maximum of the four bytes of `a` and `b` (`SSUB8`
+    /// then `SEL`).
+    fn max8(a: u32, b: u32) -> u32;
+    /// An optional hand-scheduled loop for the depthwise kernel
+    /// ([`super::depthwise`]): adds one whole `kh x kw` window of four
+    /// channels to `acc` (lane order `[c, c + 2, c + 1, c + 3]`). Window
+    /// row `r`, column `q` is the word at `x[at + r * rs + q * ic..][..4]`,
+    /// its weights lane words `w[2 * (r * kw + q)..][..2]`. Returns whether
+    /// it did (false: not available, the generic code does it).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn dw_window4(
+        x: &[i8],
+        at: usize,
+        ic: usize,
+        rs: usize,
+        kh: usize,
+        kw: usize,
+        w: &[u32],
+        acc: &mut [i32; 4],
+    ) -> bool {
+        let _ = (x, at, ic, rs, kh, kw, w, acc);
+        false
+    }
     /// An optional hand-scheduled loop for the 2 x 2 block of 8-bit weights:
     /// rows `w[r0..]` and `w[r0 + stride..]`, interleaved columns `cols` (see
     /// [`super::fast`]); adds the products of the first `words` four-weight
@@ -53,6 +81,20 @@ impl Mac for Portable {
         acc.wrapping_add(lo(a).wrapping_mul(lo(b))).wrapping_add(hi(a).wrapping_mul(hi(b)))
     }
     #[inline(always)]
+    fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+        acc.wrapping_add(lo(a).wrapping_mul(lo(b)))
+    }
+    #[inline(always)]
+    fn smlatt(a: u32, b: u32, acc: i32) -> i32 {
+        acc.wrapping_add(hi(a).wrapping_mul(hi(b)))
+    }
+    #[inline(always)]
+    fn max8(a: u32, b: u32) -> u32 {
+        let (x, y) = (a.to_le_bytes(), b.to_le_bytes());
+        let m = |i: usize| (x[i] as i8).max(y[i] as i8) as u8;
+        u32::from_le_bytes([m(0), m(1), m(2), m(3)])
+    }
+    #[inline(always)]
     fn sxtb16(a: u32) -> u32 {
         (a as u8 as i8 as i16 as u16 as u32) | (((a >> 16) as u8 as i8 as i16 as u16 as u32) << 16)
     }
@@ -79,6 +121,9 @@ mod tests {
         let a = pack_lanes(-3, 100);
         let b = pack_lanes(7, -2);
         assert_eq!(Portable::smlad(a, b, 1000), 1000 - 21 - 200);
+        assert_eq!(Portable::smlabb(a, b, 10), 10 - 21);
+        assert_eq!(Portable::smlatt(a, b, 10), 10 - 200);
+        assert_eq!(Portable::max8(0x80_7f_ff_01, 0x7f_80_00_ff), 0x7f_7f_00_01);
         assert_eq!(Portable::smlad(pack_lanes(-32768, -32768), pack_lanes(-32768, -32768), 0), i32::MIN);
         // wraps
     }

@@ -8,7 +8,8 @@
 //!   M0+) and, on ARMv7E-M, [`Fast<Dsp>`](dsp::Dsp) (`SMLAD`, `SXTB16`);
 //!   its convolutions with 1 to 3 input channels (the first layer of image
 //!   models) run [`first`] instead, a FIR-style kernel over a padded 16-bit
-//!   copy of the input, when [`first::applies`].
+//!   copy of the input, when [`first::applies`]; depthwise convolution runs
+//!   [`depthwise`] and pooling [`pool`] (both four channels per word).
 //!
 //! [`Native`] is the set a build runs: the DSP set on thumbv7em targets,
 //! the portable one elsewhere (chosen by `build.rs`). Every set follows the
@@ -21,6 +22,7 @@
 use crate::model::{Add, Conv2d, Dense, Layer, Pool, Shape, TensorQuant};
 use core::marker::PhantomData;
 
+pub mod depthwise;
 #[cfg(releq_dsp)]
 pub mod dsp;
 #[cfg(releq_dsp)]
@@ -32,6 +34,7 @@ pub mod first;
 pub mod gather;
 pub mod mac;
 pub mod packed;
+pub mod pool;
 pub mod reference;
 pub mod requant;
 
@@ -115,10 +118,16 @@ impl<M: first::FirstPass + packed::PackedOps> Kernels for Fast<M> {
         }
     }
     fn depthwise_conv2d(l: &Conv2d<'_>, s: Shape, zp: i32, x: &[i8], os: Shape, y: &mut [i8]) {
-        fast::depthwise_conv2d(l, s, zp, x, os, y)
+        depthwise::depthwise_conv2d::<M>(l, s, zp, x, os, y)
     }
     fn dense(l: &Dense<'_>, q: TensorQuant, x: &[i8], y: &mut [i8], scratch: &mut [i8]) {
         fast::dense::<M>(l, q, x, y, scratch)
+    }
+    fn max_pool(p: &Pool, s: Shape, x: &[i8], os: Shape, y: &mut [i8]) {
+        pool::max_pool::<M>(p, s, x, os, y)
+    }
+    fn avg_pool(p: &Pool, s: Shape, x: &[i8], os: Shape, y: &mut [i8]) {
+        pool::avg_pool::<M>(p, s, x, os, y)
     }
 }
 
