@@ -31,6 +31,21 @@ pub trait Mac {
         let _ = (w, r0, stride, cols, words, acc);
         0
     }
+    /// The same for 4-bit weights: `groups` four-byte groups of eight
+    /// weights (eight column words each), products scaled by 4096 (the lane
+    /// words are `(v << s) & 0xf000f000`, see [`super::fast`]).
+    #[inline(always)]
+    fn dot2x2_w4(w: &[u8], r0: usize, stride: usize, cols: &[u32], groups: usize, acc: &mut [i32; 4]) -> usize {
+        let _ = (w, r0, stride, cols, groups, acc);
+        0
+    }
+    /// The same for 2-bit weights: four-byte groups of sixteen weights
+    /// (sixteen column words each), products scaled by 16384.
+    #[inline(always)]
+    fn dot2x2_w2(w: &[u8], r0: usize, stride: usize, cols: &[u32], groups: usize, acc: &mut [i32; 4]) -> usize {
+        let _ = (w, r0, stride, cols, groups, acc);
+        0
+    }
 }
 
 /// Plain Rust, any target.
