@@ -65,6 +65,30 @@ impl Mac for Dsp {
         unsafe { dot2x2_w8(w.as_ptr().add(r0), stride, cols.as_ptr(), words, acc) };
         words
     }
+    #[inline(always)]
+    fn dot2x2_w4(w: &[u8], r0: usize, stride: usize, cols: &[u32], groups: usize, acc: &mut [i32; 4]) -> usize {
+        let end = r0.checked_add(stride).and_then(|e| e.checked_add(4 * groups));
+        if groups == 0 || end.is_none_or(|e| e > w.len()) || cols.len() < 8 * groups {
+            return 0;
+        }
+        // SAFETY: `groups >= 1`; both rows' `4 * groups` bytes and
+        // `8 * groups` column words are in bounds (checked above); `cols` is
+        // a `u32` slice, so word aligned.
+        unsafe { dot2x2_w4(w.as_ptr().add(r0), stride, cols.as_ptr(), groups, acc) };
+        groups
+    }
+    #[inline(always)]
+    fn dot2x2_w2(w: &[u8], r0: usize, stride: usize, cols: &[u32], groups: usize, acc: &mut [i32; 4]) -> usize {
+        let end = r0.checked_add(stride).and_then(|e| e.checked_add(4 * groups));
+        if groups == 0 || end.is_none_or(|e| e > w.len()) || cols.len() < 16 * groups {
+            return 0;
+        }
+        // SAFETY: `groups >= 1`; both rows' `4 * groups` bytes and
+        // `16 * groups` column words are in bounds (checked above); `cols`
+        // is a `u32` slice, so word aligned.
+        unsafe { dot2x2_w2(w.as_ptr().add(r0), stride, cols.as_ptr(), groups, acc) };
+        groups
+    }
 }
 
 /// `acc[0..4] += [r0.c0, r0.c1, r1.c0, r1.c1]` over `words` words of 8-bit
@@ -106,6 +130,151 @@ pub unsafe extern "C" fn dot2x2_w8(r0: *const u8, stride: usize, col: *const u32
         "smlad r7, lr, r11, r7",
         "subs r3, r3, #1",
         "bne 2b",
+        "stm r12, {{r4-r7}}",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// `acc[0..4] += 4096 * [r0.c0, r0.c1, r1.c0, r1.c1]` over `groups`
+/// four-byte groups of 4-bit weights (eight per group), where `r1 = r0 +
+/// stride` and `col` holds the two columns interleaved lane word by lane
+/// word (eight words per group, in [`super::fast`]'s 4-bit lane order).
+///
+/// Each lane word of weights is one `AND` of the mask `0xf000f000` with the
+/// group word shifted left by 12, 4, 8, 0: the nibble lands at the top of
+/// the 16-bit lane, which then holds 4096 times the weight. Inner loop, per
+/// group of both rows and both columns (32 MACs): 2 `LDR`, 4 `LDRD`,
+/// 8 `AND`, 16 `SMLAD`, `SUBS` + `BNE`: 32 instructions. The caller keeps
+/// the scaled sums in range (at most [`super::fast::CHUNK`] weights a call).
+///
+/// # Safety
+/// `groups >= 1`; `r0[0..4 * groups]` and `r0[stride..stride + 4 * groups]`
+/// are readable (any alignment: Cortex-M4/M7 `LDR` takes unaligned
+/// addresses); `col[0..8 * groups]` is readable and 4-byte aligned (`LDRD`
+/// needs word alignment). The function saves and restores every
+/// callee-saved register it uses (AAPCS).
+#[unsafe(naked)]
+pub unsafe extern "C" fn dot2x2_w4(r0: *const u8, stride: usize, col: *const u32, groups: usize, acc: *mut [i32; 4]) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "ldm r12, {{r4-r7}}",
+        "mov r12, #0xf000f000",
+        "2:",
+        "ldr r9, [r0, r1]",
+        "ldr r8, [r0], #4",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8, lsl #12",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9, lsl #12",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8, lsl #4",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9, lsl #4",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8, lsl #8",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9, lsl #8",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "subs r3, r3, #1",
+        "bne 2b",
+        "ldr r12, [sp, #36]",
+        "stm r12, {{r4-r7}}",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// The 2-bit form of [`dot2x2_w4`]: `acc += 16384 * [...]` over `groups`
+/// four-byte groups of sixteen weights (sixteen column words each); mask
+/// `0xc000c000`, shifts 14, 6, 12, 4, 10, 2, 8, 0. Per group (64 MACs):
+/// 2 `LDR`, 8 `LDRD`, 16 `AND`, 32 `SMLAD`, 2 loop: 60 instructions.
+///
+/// # Safety
+/// As [`dot2x2_w4`], with `col[0..16 * groups]` readable.
+#[unsafe(naked)]
+pub unsafe extern "C" fn dot2x2_w2(r0: *const u8, stride: usize, col: *const u32, groups: usize, acc: *mut [i32; 4]) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "ldm r12, {{r4-r7}}",
+        "mov r12, #0xc000c000",
+        "2:",
+        "ldr r9, [r0, r1]",
+        "ldr r8, [r0], #4",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8, lsl #14",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9, lsl #14",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8, lsl #6",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9, lsl #6",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8, lsl #12",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9, lsl #12",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8, lsl #4",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9, lsl #4",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8, lsl #10",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9, lsl #10",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8, lsl #2",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9, lsl #2",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8, lsl #8",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9, lsl #8",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "ldrd r10, r11, [r2], #8",
+        "and lr, r12, r8",
+        "smlad r4, lr, r10, r4",
+        "smlad r5, lr, r11, r5",
+        "and lr, r12, r9",
+        "smlad r6, lr, r10, r6",
+        "smlad r7, lr, r11, r7",
+        "subs r3, r3, #1",
+        "bne 2b",
+        "ldr r12, [sp, #36]",
         "stm r12, {{r4-r7}}",
         "pop {{r4-r11, pc}}",
     )
