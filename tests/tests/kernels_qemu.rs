@@ -123,3 +123,43 @@ fn first_conv_kernels_match_reference_on_qemu_m7() {
 fn first_conv_portable_kernels_match_reference_on_qemu_m3() {
     kernels_match_on("qemu-m3", first_conv_seeds(30_000, 15, 10));
 }
+
+/// Seeds from `from` whose layer runs [`releq_common::kernels::fast`]'s
+/// blocked loops with 8-, 4- or 2-bit weights (the hand-scheduled 2 x 2
+/// convolution and two-row dense loops): `n` of each kind and width, with at
+/// least two output channels and one whole block of weights.
+fn blocked_seeds(from: u64, n: usize) -> Vec<u64> {
+    let mut found: Vec<(bool, u8, u64)> = Vec::new();
+    let count = |f: &Vec<(bool, u8, u64)>, conv, bits| f.iter().filter(|e| e.0 == conv && e.1 == bits).count();
+    for seed in from..from + 100_000 {
+        if [true, false].iter().all(|&c| [8, 4, 2].iter().all(|&b| count(&found, c, b) >= n)) {
+            break;
+        }
+        let owned = random_layer_model(seed);
+        let Ok(plan) = owned.plan() else { continue };
+        let s = plan.input().shape;
+        let (conv, bits, k, outs) = match &plan.model.layers[0] {
+            Layer::Conv2d(l) if !first::applies(l, s) => {
+                (true, l.w.bits, l.kh as usize * l.kw as usize * s.c as usize, l.out_c as usize)
+            }
+            Layer::Dense(l) => (false, l.w.bits, s.len(), l.out_features as usize),
+            _ => continue,
+        };
+        if [8, 4, 2].contains(&bits) && k >= 32 && outs >= 2 && count(&found, conv, bits) < n {
+            found.push((conv, bits, seed));
+        }
+    }
+    found.into_iter().map(|e| e.2).collect()
+}
+
+/// The blocked loops at 8, 4 and 2 weight bits, DSP set.
+#[test]
+fn blocked_kernels_match_reference_on_qemu_m4() {
+    kernels_match_on("qemu-m4", blocked_seeds(40_000, 6));
+}
+
+/// The same on the Cortex-M7 model.
+#[test]
+fn blocked_kernels_match_reference_on_qemu_m7() {
+    kernels_match_on("qemu-m7", blocked_seeds(50_000, 3));
+}

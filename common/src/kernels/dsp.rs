@@ -66,6 +66,28 @@ impl Mac for Dsp {
         words
     }
     #[inline(always)]
+    fn dot2x1(bits: u8, r0: &[u8], r1: &[u8], col: &[u32], blocks: usize, acc: &mut [i32; 2]) -> usize {
+        let bytes = blocks.saturating_mul(2 * bits as usize);
+        if blocks == 0 || r0.len() < bytes || r1.len() < bytes || col.len() < blocks.saturating_mul(8) {
+            return 0;
+        }
+        let (r0, r1, col) = (r0.as_ptr(), r1.as_ptr(), col.as_ptr());
+        // SAFETY: `blocks >= 1`; both rows hold `2 * bits * blocks` bytes and
+        // the column `8 * blocks` words (checked above); `col` is a `u32`
+        // slice, so word aligned. The 4-bit loop takes blocks in pairs.
+        match bits {
+            8 => unsafe { dot2x1_w8(r0, r1, col, blocks, acc) },
+            4 if blocks >= 2 => unsafe { dot2x1_w4(r0, r1, col, blocks / 2, acc) },
+            2 => unsafe { dot2x1_w2(r0, r1, col, blocks, acc) },
+            _ => return 0,
+        }
+        if bits == 4 {
+            blocks / 2 * 2
+        } else {
+            blocks
+        }
+    }
+    #[inline(always)]
     fn dot2x2_w4(w: &[u8], r0: usize, stride: usize, cols: &[u32], groups: usize, acc: &mut [i32; 4]) -> usize {
         let end = r0.checked_add(stride).and_then(|e| e.checked_add(4 * groups));
         if groups == 0 || end.is_none_or(|e| e > w.len()) || cols.len() < 8 * groups {
@@ -276,6 +298,198 @@ pub unsafe extern "C" fn dot2x2_w2(r0: *const u8, stride: usize, col: *const u32
         "bne 2b",
         "ldr r12, [sp, #36]",
         "stm r12, {{r4-r7}}",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// `acc[0..2] += [r0.c, r1.c]` over `n` blocks of sixteen 8-bit weights of
+/// two rows (dense layers), `col` one column of lane words in
+/// [`super::fast`]'s 8-bit lane order (eight words per block).
+///
+/// Per block (32 MACs): 2 `LDM` of four column words, 8 `LDR` (rows need
+/// not be aligned, so no `LDRD`), 16 `SXTB16`, 16 `SMLAD`, 2 loop: 44
+/// instructions.
+///
+/// # Safety
+/// `n >= 1`; `r0[0..16 * n]`, `r1[0..16 * n]` readable (any alignment);
+/// `col[0..8 * n]` readable and 4-byte aligned (`LDM` needs word
+/// alignment). Saves and restores every callee-saved register it uses.
+#[unsafe(naked)]
+pub unsafe extern "C" fn dot2x1_w8(r0: *const u8, r1: *const u8, col: *const u32, n: usize, acc: *mut [i32; 2]) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "ldm r12, {{r4, r5}}",
+        "2:",
+        "ldm r2!, {{r6-r9}}",
+        "ldr r10, [r0], #4",
+        "ldr r11, [r0], #4",
+        "sxtb16 lr, r10",
+        "smlad r4, lr, r6, r4",
+        "sxtb16 lr, r10, ror #8",
+        "smlad r4, lr, r7, r4",
+        "sxtb16 lr, r11",
+        "smlad r4, lr, r8, r4",
+        "sxtb16 lr, r11, ror #8",
+        "smlad r4, lr, r9, r4",
+        "ldr r10, [r1], #4",
+        "ldr r11, [r1], #4",
+        "sxtb16 lr, r10",
+        "smlad r5, lr, r6, r5",
+        "sxtb16 lr, r10, ror #8",
+        "smlad r5, lr, r7, r5",
+        "sxtb16 lr, r11",
+        "smlad r5, lr, r8, r5",
+        "sxtb16 lr, r11, ror #8",
+        "smlad r5, lr, r9, r5",
+        "ldm r2!, {{r6-r9}}",
+        "ldr r10, [r0], #4",
+        "ldr r11, [r0], #4",
+        "sxtb16 lr, r10",
+        "smlad r4, lr, r6, r4",
+        "sxtb16 lr, r10, ror #8",
+        "smlad r4, lr, r7, r4",
+        "sxtb16 lr, r11",
+        "smlad r4, lr, r8, r4",
+        "sxtb16 lr, r11, ror #8",
+        "smlad r4, lr, r9, r4",
+        "ldr r10, [r1], #4",
+        "ldr r11, [r1], #4",
+        "sxtb16 lr, r10",
+        "smlad r5, lr, r6, r5",
+        "sxtb16 lr, r10, ror #8",
+        "smlad r5, lr, r7, r5",
+        "sxtb16 lr, r11",
+        "smlad r5, lr, r8, r5",
+        "sxtb16 lr, r11, ror #8",
+        "smlad r5, lr, r9, r5",
+        "subs r3, r3, #1",
+        "bne 2b",
+        "stm r12, {{r4, r5}}",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// The 4-bit form of [`dot2x1_w8`], `acc += 4096 * [...]`, over `n` pairs of
+/// blocks (`n` pairs of four-byte groups of each row; sixteen column words
+/// per pair). Each lane word is one `AND` with the mask `0xf000f000` (see
+/// [`dot2x2_w4`]). Per pair (32 MACs): 2 `LDM`, 4 `LDR`, 16 `AND`, 16
+/// `SMLAD`, 2 loop: 40 instructions. The caller keeps the scaled sums in
+/// range (at most [`super::fast::CHUNK`] weights a call).
+///
+/// # Safety
+/// `n >= 1`; `r0[0..8 * n]`, `r1[0..8 * n]` readable; `col[0..16 * n]`
+/// readable and 4-byte aligned.
+#[unsafe(naked)]
+pub unsafe extern "C" fn dot2x1_w4(r0: *const u8, r1: *const u8, col: *const u32, n: usize, acc: *mut [i32; 2]) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "ldm r12, {{r4, r5}}",
+        "mov r12, #0xf000f000",
+        "2:",
+        "ldm r2!, {{r6-r9}}",
+        "ldr r10, [r0], #4",
+        "and lr, r12, r10, lsl #12",
+        "smlad r4, lr, r6, r4",
+        "and lr, r12, r10, lsl #4",
+        "smlad r4, lr, r7, r4",
+        "and lr, r12, r10, lsl #8",
+        "smlad r4, lr, r8, r4",
+        "and lr, r12, r10",
+        "smlad r4, lr, r9, r4",
+        "ldr r10, [r1], #4",
+        "and lr, r12, r10, lsl #12",
+        "smlad r5, lr, r6, r5",
+        "and lr, r12, r10, lsl #4",
+        "smlad r5, lr, r7, r5",
+        "and lr, r12, r10, lsl #8",
+        "smlad r5, lr, r8, r5",
+        "and lr, r12, r10",
+        "smlad r5, lr, r9, r5",
+        "ldm r2!, {{r6-r9}}",
+        "ldr r10, [r0], #4",
+        "and lr, r12, r10, lsl #12",
+        "smlad r4, lr, r6, r4",
+        "and lr, r12, r10, lsl #4",
+        "smlad r4, lr, r7, r4",
+        "and lr, r12, r10, lsl #8",
+        "smlad r4, lr, r8, r4",
+        "and lr, r12, r10",
+        "smlad r4, lr, r9, r4",
+        "ldr r10, [r1], #4",
+        "and lr, r12, r10, lsl #12",
+        "smlad r5, lr, r6, r5",
+        "and lr, r12, r10, lsl #4",
+        "smlad r5, lr, r7, r5",
+        "and lr, r12, r10, lsl #8",
+        "smlad r5, lr, r8, r5",
+        "and lr, r12, r10",
+        "smlad r5, lr, r9, r5",
+        "subs r3, r3, #1",
+        "bne 2b",
+        "ldr r12, [sp, #36]",
+        "stm r12, {{r4, r5}}",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// The 2-bit form of [`dot2x1_w8`], `acc += 16384 * [...]`, over `n`
+/// four-byte groups of sixteen weights of each row (eight column words per
+/// group); mask `0xc000c000`. Per group (32 MACs): 2 `LDM`, 2 `LDR`,
+/// 16 `AND`, 16 `SMLAD`, 2 loop: 38 instructions.
+///
+/// # Safety
+/// `n >= 1`; `r0[0..4 * n]`, `r1[0..4 * n]` readable; `col[0..8 * n]`
+/// readable and 4-byte aligned.
+#[unsafe(naked)]
+pub unsafe extern "C" fn dot2x1_w2(r0: *const u8, r1: *const u8, col: *const u32, n: usize, acc: *mut [i32; 2]) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "ldm r12, {{r4, r5}}",
+        "mov r12, #0xc000c000",
+        "2:",
+        "ldr r10, [r0], #4",
+        "ldr r11, [r1], #4",
+        "ldm r2!, {{r6-r9}}",
+        "and lr, r12, r10, lsl #14",
+        "smlad r4, lr, r6, r4",
+        "and lr, r12, r10, lsl #6",
+        "smlad r4, lr, r7, r4",
+        "and lr, r12, r10, lsl #12",
+        "smlad r4, lr, r8, r4",
+        "and lr, r12, r10, lsl #4",
+        "smlad r4, lr, r9, r4",
+        "and lr, r12, r11, lsl #14",
+        "smlad r5, lr, r6, r5",
+        "and lr, r12, r11, lsl #6",
+        "smlad r5, lr, r7, r5",
+        "and lr, r12, r11, lsl #12",
+        "smlad r5, lr, r8, r5",
+        "and lr, r12, r11, lsl #4",
+        "smlad r5, lr, r9, r5",
+        "ldm r2!, {{r6-r9}}",
+        "and lr, r12, r10, lsl #10",
+        "smlad r4, lr, r6, r4",
+        "and lr, r12, r10, lsl #2",
+        "smlad r4, lr, r7, r4",
+        "and lr, r12, r10, lsl #8",
+        "smlad r4, lr, r8, r4",
+        "and lr, r12, r10",
+        "smlad r4, lr, r9, r4",
+        "and lr, r12, r11, lsl #10",
+        "smlad r5, lr, r6, r5",
+        "and lr, r12, r11, lsl #2",
+        "smlad r5, lr, r7, r5",
+        "and lr, r12, r11, lsl #8",
+        "smlad r5, lr, r8, r5",
+        "and lr, r12, r11",
+        "smlad r5, lr, r9, r5",
+        "subs r3, r3, #1",
+        "bne 2b",
+        "ldr r12, [sp, #36]",
+        "stm r12, {{r4, r5}}",
         "pop {{r4-r11, pc}}",
     )
 }

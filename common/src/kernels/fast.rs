@@ -298,9 +298,22 @@ fn dot4x1<M: Mac, const BITS: u8>(bits: u8, r: [&[u8]; 4], c: &[u32]) -> [i32; 4
 /// [`dot4x1`] over at most [`chunk_bytes`] of each row, scaled by
 /// `2^scale_shift`.
 #[inline(always)]
-fn dot4x1_part<M: Mac, const BITS: u8>(bits: u8, r: [&[u8]; 4], c: &[u32]) -> [i32; 4] {
+fn dot4x1_part<M: Mac, const BITS: u8>(bits: u8, mut r: [&[u8]; 4], mut c: &[u32]) -> [i32; 4] {
     let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
     let mut a = [0i32; 4];
+    // Whole blocks of sixteen weights through the backend's own loop, two
+    // rows at a time, if any.
+    if let 8 | 4 | 2 = BITS {
+        let bb = 2 * BITS as usize;
+        let blocks = r[0].len() / bb;
+        let (mut a01, mut a23) = ([0i32; 2], [0i32; 2]);
+        let done = M::dot2x1(BITS, r[0], r[1], c, blocks, &mut a01);
+        if done > 0 && M::dot2x1(BITS, r[2], r[3], c, done, &mut a23) == done {
+            a = [a01[0], a01[1], a23[0], a23[1]];
+            r = [&r[0][done * bb..], &r[1][done * bb..], &r[2][done * bb..], &r[3][done * bb..]];
+            c = &c[done * 8..];
+        }
+    }
     let groups = r[0]
         .chunks_exact(gb)
         .zip(r[1].chunks_exact(gb))
