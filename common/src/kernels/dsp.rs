@@ -74,18 +74,14 @@ impl Mac for Dsp {
         let (r0, r1, col) = (r0.as_ptr(), r1.as_ptr(), col.as_ptr());
         // SAFETY: `blocks >= 1`; both rows hold `2 * bits * blocks` bytes and
         // the column `8 * blocks` words (checked above); `col` is a `u32`
-        // slice, so word aligned. The 4-bit loop takes blocks in pairs.
+        // slice, so word aligned.
         match bits {
             8 => unsafe { dot2x1_w8(r0, r1, col, blocks, acc) },
-            4 if blocks >= 2 => unsafe { dot2x1_w4(r0, r1, col, blocks / 2, acc) },
+            4 => unsafe { dot2x1_w4(r0, r1, col, blocks, acc) },
             2 => unsafe { dot2x1_w2(r0, r1, col, blocks, acc) },
             _ => return 0,
         }
-        if bits == 4 {
-            blocks / 2 * 2
-        } else {
-            blocks
-        }
+        blocks
     }
     #[inline(always)]
     fn dot2x2_w4(w: &[u8], r0: usize, stride: usize, cols: &[u32], groups: usize, acc: &mut [i32; 4]) -> usize {
@@ -370,15 +366,15 @@ pub unsafe extern "C" fn dot2x1_w8(r0: *const u8, r1: *const u8, col: *const u32
     )
 }
 
-/// The 4-bit form of [`dot2x1_w8`], `acc += 4096 * [...]`, over `n` pairs of
-/// blocks (`n` pairs of four-byte groups of each row; sixteen column words
-/// per pair). Each lane word is one `AND` with the mask `0xf000f000` (see
-/// [`dot2x2_w4`]). Per pair (32 MACs): 2 `LDM`, 4 `LDR`, 16 `AND`, 16
+/// The 4-bit form of [`dot2x1_w8`], `acc += 4096 * [...]`, over `n` blocks
+/// of sixteen weights (two four-byte groups of each row, eight column words).
+/// Each lane word is one `AND` with the mask `0xf000f000` (see
+/// [`dot2x2_w4`]). Per block (32 MACs): 2 `LDM`, 4 `LDR`, 16 `AND`, 16
 /// `SMLAD`, 2 loop: 40 instructions. The caller keeps the scaled sums in
 /// range (at most [`super::fast::CHUNK`] weights a call).
 ///
 /// # Safety
-/// `n >= 1`; `r0[0..8 * n]`, `r1[0..8 * n]` readable; `col[0..16 * n]`
+/// `n >= 1`; `r0[0..8 * n]`, `r1[0..8 * n]` readable; `col[0..8 * n]`
 /// readable and 4-byte aligned.
 #[unsafe(naked)]
 pub unsafe extern "C" fn dot2x1_w4(r0: *const u8, r1: *const u8, col: *const u32, n: usize, acc: *mut [i32; 2]) {
