@@ -14,6 +14,14 @@
 //! sticky Q flag (`SMLAD` sets Q on overflow; nothing in this crate reads
 //! Q). So the blocks are sound for any input values, and are declared
 //! `pure, nomem, nostack`.
+//!
+//! The hand-scheduled loops (`dot2x2_*` for convolution, `dot2x1_*` for
+//! dense layers) are naked functions, each with its own safety contract:
+//! they read only the rows and columns their wrapper in `impl Mac for Dsp`
+//! has checked are in bounds, write only the accumulator array, and save
+//! and restore every callee-saved register they use. The QEMU tests pick
+//! layers of every width these loops take (`blocked_seeds`); a wrong
+//! instruction in any of them makes those tests fail.
 #![allow(unsafe_code)]
 
 use super::mac::Mac;
@@ -153,31 +161,45 @@ pub unsafe extern "C" fn dot2x2_w8(r0: *const u8, stride: usize, col: *const u32
     )
 }
 
-/// `acc[0..4] += 4096 * [r0.c0, r0.c1, r1.c0, r1.c1]` over `groups`
-/// four-byte groups of 4-bit weights (eight per group), where `r1 = r0 +
-/// stride` and `col` holds the two columns interleaved lane word by lane
-/// word (eight words per group, in [`super::fast`]'s 4-bit lane order).
+/// `acc[0..4] += [r0.c0, r0.c1, r1.c0, r1.c1]` over `groups` four-byte
+/// groups of 4-bit weights (eight per group), where `r1 = r0 + stride` and
+/// `col` holds the two columns interleaved lane word by lane word (eight
+/// words per group, in [`super::fast`]'s 4-bit lane order).
 ///
 /// Each lane word of weights is one `AND` of the mask `0xf000f000` with the
 /// group word shifted left by 12, 4, 8, 0: the nibble lands at the top of
 /// the 16-bit lane, which then holds 4096 times the weight. Inner loop, per
 /// group of both rows and both columns (32 MACs): 2 `LDR`, 4 `LDRD`,
-/// 8 `AND`, 16 `SMLAD`, `SUBS` + `BNE`: 32 instructions. The caller keeps
-/// the scaled sums in range (at most [`super::fast::CHUNK`] weights a call).
+/// 8 `AND`, 16 `SMLAD`, `SUBS` + `BNE`: 32 instructions. The scaled sums
+/// are taken over chunks of at most 32 groups ([`super::fast::CHUNK`]
+/// weights, so they fit in `i32`), each shifted back into `acc`.
 ///
 /// # Safety
 /// `groups >= 1`; `r0[0..4 * groups]` and `r0[stride..stride + 4 * groups]`
 /// are readable (any alignment: Cortex-M4/M7 `LDR` takes unaligned
 /// addresses); `col[0..8 * groups]` is readable and 4-byte aligned (`LDRD`
-/// needs word alignment). The function saves and restores every
-/// callee-saved register it uses (AAPCS).
+/// needs word alignment); `acc` is valid for reads and writes. The function
+/// saves and restores every callee-saved register it uses (AAPCS) and
+/// leaves `sp` as it found it.
 #[unsafe(naked)]
 pub unsafe extern "C" fn dot2x2_w4(r0: *const u8, stride: usize, col: *const u32, groups: usize, acc: *mut [i32; 4]) {
     core::arch::naked_asm!(
         "push {{r4-r11, lr}}",
-        "ldr r12, [sp, #36]",
-        "ldm r12, {{r4-r7}}",
+        "sub sp, sp, #4",
         "mov r12, #0xf000f000",
+        // Chunk loop: r3 groups left, at most 32 this chunk.
+        "3:",
+        "cmp r3, #32",
+        "ite hi",
+        "movhi lr, #32",
+        "movls lr, r3",
+        "sub r3, r3, lr",
+        "str r3, [sp]",
+        "mov r3, lr",
+        "movs r4, #0",
+        "movs r5, #0",
+        "movs r6, #0",
+        "movs r7, #0",
         "2:",
         "ldr r9, [r0, r1]",
         "ldr r8, [r0], #4",
@@ -211,16 +233,27 @@ pub unsafe extern "C" fn dot2x2_w4(r0: *const u8, stride: usize, col: *const u32
         "smlad r7, lr, r11, r7",
         "subs r3, r3, #1",
         "bne 2b",
-        "ldr r12, [sp, #36]",
-        "stm r12, {{r4-r7}}",
+        // acc += chunk sums >> 12 (exact: every term is a multiple of 2^12).
+        "ldr lr, [sp, #40]",
+        "ldm lr, {{r8-r11}}",
+        "add r8, r8, r4, asr #12",
+        "add r9, r9, r5, asr #12",
+        "add r10, r10, r6, asr #12",
+        "add r11, r11, r7, asr #12",
+        "stm lr, {{r8-r11}}",
+        "ldr r3, [sp]",
+        "cmp r3, #0",
+        "bne 3b",
+        "add sp, sp, #4",
         "pop {{r4-r11, pc}}",
     )
 }
 
-/// The 2-bit form of [`dot2x2_w4`]: `acc += 16384 * [...]` over `groups`
-/// four-byte groups of sixteen weights (sixteen column words each); mask
-/// `0xc000c000`, shifts 14, 6, 12, 4, 10, 2, 8, 0. Per group (64 MACs):
-/// 2 `LDR`, 8 `LDRD`, 16 `AND`, 32 `SMLAD`, 2 loop: 60 instructions.
+/// The 2-bit form of [`dot2x2_w4`]: exact sums over `groups` four-byte
+/// groups of sixteen weights (sixteen column words each); mask
+/// `0xc000c000` (16384 times the weight), shifts 14, 6, 12, 4, 10, 2, 8, 0,
+/// chunks of 16 groups. Per group (64 MACs): 2 `LDR`, 8 `LDRD`, 16 `AND`,
+/// 32 `SMLAD`, 2 loop: 60 instructions.
 ///
 /// # Safety
 /// As [`dot2x2_w4`], with `col[0..16 * groups]` readable.
@@ -228,9 +261,21 @@ pub unsafe extern "C" fn dot2x2_w4(r0: *const u8, stride: usize, col: *const u32
 pub unsafe extern "C" fn dot2x2_w2(r0: *const u8, stride: usize, col: *const u32, groups: usize, acc: *mut [i32; 4]) {
     core::arch::naked_asm!(
         "push {{r4-r11, lr}}",
-        "ldr r12, [sp, #36]",
-        "ldm r12, {{r4-r7}}",
+        "sub sp, sp, #4",
         "mov r12, #0xc000c000",
+        // Chunk loop: r3 groups left, at most 16 this chunk.
+        "3:",
+        "cmp r3, #16",
+        "ite hi",
+        "movhi lr, #16",
+        "movls lr, r3",
+        "sub r3, r3, lr",
+        "str r3, [sp]",
+        "mov r3, lr",
+        "movs r4, #0",
+        "movs r5, #0",
+        "movs r6, #0",
+        "movs r7, #0",
         "2:",
         "ldr r9, [r0, r1]",
         "ldr r8, [r0], #4",
@@ -292,8 +337,18 @@ pub unsafe extern "C" fn dot2x2_w2(r0: *const u8, stride: usize, col: *const u32
         "smlad r7, lr, r11, r7",
         "subs r3, r3, #1",
         "bne 2b",
-        "ldr r12, [sp, #36]",
-        "stm r12, {{r4-r7}}",
+        // acc += chunk sums >> 14 (exact: every term is a multiple of 2^14).
+        "ldr lr, [sp, #40]",
+        "ldm lr, {{r8-r11}}",
+        "add r8, r8, r4, asr #14",
+        "add r9, r9, r5, asr #14",
+        "add r10, r10, r6, asr #14",
+        "add r11, r11, r7, asr #14",
+        "stm lr, {{r8-r11}}",
+        "ldr r3, [sp]",
+        "cmp r3, #0",
+        "bne 3b",
+        "add sp, sp, #4",
         "pop {{r4-r11, pc}}",
     )
 }

@@ -12,7 +12,13 @@
 //! dot products with both columns at once (2 x 2 blocking: each decoded
 //! weight lane word and each column word is used twice), with `SMLAD`:
 //! two products per instruction. Dense layers convert the input vector once
-//! and take four rows at a time.
+//! and take four rows at a time (the backend's loop, if any, two rows at a
+//! time with the column words loaded four at a time).
+//!
+//! On Cortex-M4/M7 the whole groups of 8-, 4- and 2-bit weights run
+//! hand-scheduled loops ([`Mac::dot2x2_w8`], [`Mac::dot2x2_w4`],
+//! [`Mac::dot2x2_w2`], [`Mac::dot2x1`]); the code here does the rest (a
+//! row's last group, odd widths) and is the portable implementation.
 //!
 //! # Weights are read as stored
 //! Rows are [`crate::pack`]'s bit streams, read a group at a time and
@@ -216,10 +222,18 @@ fn chunk_bytes(bits: u8, rb: usize) -> usize {
 /// `w[r0..r0 + rb]` and `w[r1..r1 + rb]`, `r1 >= r0`.
 #[inline(always)]
 fn dot2x2<M: Mac, const BITS: u8>(bits: u8, w: &[u8], r0: usize, r1: usize, rb: usize, cols: &[u32]) -> [i32; 4] {
+    if !matches!(BITS, 4 | 2) {
+        return dot2x2_part::<M, BITS>(bits, w, r0, r1, rb, cols);
+    }
+    // Whole groups through the backend's own loop (exact sums), if any.
+    let mut total = [0i32; 4];
+    let groups = match BITS {
+        4 => M::dot2x2_w4(w, r0, r1 - r0, cols, rb / 4, &mut total),
+        _ => M::dot2x2_w2(w, r0, r1 - r0, cols, rb / 4, &mut total),
+    };
     let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
     let (step, shift) = (chunk_bytes(bits, rb), scale_shift(bits));
-    let mut total = [0i32; 4];
-    let mut at = 0;
+    let mut at = 4 * groups;
     while at < rb {
         let n = step.min(rb - at);
         let part = dot2x2_part::<M, BITS>(bits, w, r0 + at, r1 + at, n, &cols[at / gb * 2 * lanes..]);
@@ -232,19 +246,14 @@ fn dot2x2<M: Mac, const BITS: u8>(bits: u8, w: &[u8], r0: usize, r1: usize, rb: 
 }
 
 /// [`dot2x2`] over `n` bytes of each row (at most [`chunk_bytes`]), scaled
-/// by `2^scale_shift`.
+/// by `2^scale_shift`, without the backend's 4- and 2-bit loops.
 #[inline(always)]
 fn dot2x2_part<M: Mac, const BITS: u8>(bits: u8, w: &[u8], r0: usize, r1: usize, n: usize, cols: &[u32]) -> [i32; 4] {
     let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
     let mut acc = [0i32; 4];
-    // Whole groups through the backend's own loop, if any.
+    // Whole words of 8-bit weights through the backend's own loop, if any.
     let stride = r1 - r0;
-    let done = match BITS {
-        8 => 4 * M::dot2x2_w8(w, r0, stride, cols, n / 4, &mut acc),
-        4 => 4 * M::dot2x2_w4(w, r0, stride, cols, n / 4, &mut acc),
-        2 => 4 * M::dot2x2_w2(w, r0, stride, cols, n / 4, &mut acc),
-        _ => 0,
-    };
+    let done = if BITS == 8 { 4 * M::dot2x2_w8(w, r0, stride, cols, n / 4, &mut acc) } else { 0 };
     let [mut a00, mut a01, mut a10, mut a11] = acc;
     let mut step = |w0: [u32; 8], w1: [u32; 8], x: &[u32], nl: usize| {
         for j in 0..nl {
@@ -278,6 +287,9 @@ fn dot2x2_part<M: Mac, const BITS: u8>(bits: u8, w: &[u8], r0: usize, r1: usize,
 /// Dot products of four rows with one column, exact.
 #[inline(always)]
 fn dot4x1<M: Mac, const BITS: u8>(bits: u8, r: [&[u8]; 4], c: &[u32]) -> [i32; 4] {
+    if !matches!(BITS, 4 | 2) {
+        return dot4x1_part::<M, BITS>(bits, r, c);
+    }
     let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
     let rb = r[0].len();
     let (step, shift) = (chunk_bytes(bits, rb), scale_shift(bits));

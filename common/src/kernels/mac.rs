@@ -32,8 +32,10 @@ pub trait Mac {
         0
     }
     /// The same for 4-bit weights: `groups` four-byte groups of eight
-    /// weights (eight column words each), products scaled by 4096 (the lane
-    /// words are `(v << s) & 0xf000f000`, see [`super::fast`]).
+    /// weights (eight column words each); unlike the others it adds *exact*
+    /// sums (it decodes the lane words as `(v << s) & 0xf000f000`, 4096
+    /// times the weight, see [`super::fast`], and shifts each partial sum
+    /// of at most [`super::fast::CHUNK`] weights back itself).
     #[inline(always)]
     fn dot2x2_w4(w: &[u8], r0: usize, stride: usize, cols: &[u32], groups: usize, acc: &mut [i32; 4]) -> usize {
         let _ = (w, r0, stride, cols, groups, acc);
@@ -51,7 +53,7 @@ pub trait Mac {
         0
     }
     /// The same for 2-bit weights: four-byte groups of sixteen weights
-    /// (sixteen column words each), products scaled by 16384.
+    /// (sixteen column words each), exact sums as [`Mac::dot2x2_w4`].
     #[inline(always)]
     fn dot2x2_w2(w: &[u8], r0: usize, stride: usize, cols: &[u32], groups: usize, acc: &mut [i32; 4]) -> usize {
         let _ = (w, r0, stride, cols, groups, acc);
