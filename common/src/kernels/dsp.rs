@@ -421,22 +421,34 @@ pub unsafe extern "C" fn dot2x1_w8(r0: *const u8, r1: *const u8, col: *const u32
     )
 }
 
-/// The 4-bit form of [`dot2x1_w8`], `acc += 4096 * [...]`, over `n` blocks
+/// The 4-bit form of [`dot2x1_w8`], exact sums over `n` blocks
 /// of sixteen weights (two four-byte groups of each row, eight column words).
 /// Each lane word is one `AND` with the mask `0xf000f000` (see
 /// [`dot2x2_w4`]). Per block (32 MACs): 2 `LDM`, 4 `LDR`, 16 `AND`, 16
-/// `SMLAD`, 2 loop: 40 instructions. The caller keeps the scaled sums in
-/// range (at most [`super::fast::CHUNK`] weights a call).
+/// `SMLAD`, 2 loop: 40 instructions. The scaled (x4096) sums are taken over
+/// chunks of at most 16 blocks ([`super::fast::CHUNK`] weights), each
+/// shifted back into `acc`.
 ///
 /// # Safety
 /// `n >= 1`; `r0[0..8 * n]`, `r1[0..8 * n]` readable; `col[0..8 * n]`
-/// readable and 4-byte aligned.
+/// readable and 4-byte aligned; `acc` valid for reads and writes. Leaves
+/// `sp` as it found it.
 #[unsafe(naked)]
 pub unsafe extern "C" fn dot2x1_w4(r0: *const u8, r1: *const u8, col: *const u32, n: usize, acc: *mut [i32; 2]) {
     core::arch::naked_asm!(
         "push {{r4-r11, lr}}",
-        "ldr r12, [sp, #36]",
-        "ldm r12, {{r4, r5}}",
+        "sub sp, sp, #4",
+        // Chunk loop: r3 blocks left, at most 16 (256 weights) this chunk.
+        "3:",
+        "cmp r3, #16",
+        "ite hi",
+        "movhi lr, #16",
+        "movls lr, r3",
+        "sub r3, r3, lr",
+        "str r3, [sp]",
+        "mov r3, lr",
+        "movs r4, #0",
+        "movs r5, #0",
         "mov r12, #0xf000f000",
         "2:",
         "ldm r2!, {{r6-r9}}",
@@ -479,13 +491,22 @@ pub unsafe extern "C" fn dot2x1_w4(r0: *const u8, r1: *const u8, col: *const u32
         "smlad r5, lr, r9, r5",
         "subs r3, r3, #1",
         "bne 2b",
-        "ldr r12, [sp, #36]",
-        "stm r12, {{r4, r5}}",
+        // acc += chunk sums >> 12 (exact: every term is a multiple of 2^12).
+        "ldr lr, [sp, #40]",
+        "ldm lr, {{r6, r7}}",
+        "add r6, r6, r4, asr #12",
+        "add r7, r7, r5, asr #12",
+        "stm lr, {{r6, r7}}",
+        "ldr r3, [sp]",
+        "cmp r3, #0",
+        "bne 3b",
+        "add sp, sp, #4",
         "pop {{r4-r11, pc}}",
     )
 }
 
-/// The 2-bit form of [`dot2x1_w8`], `acc += 16384 * [...]`, over `n`
+/// The 2-bit form of [`dot2x1_w8`], exact sums (x16384 inside, chunks of 16
+/// groups, as [`dot2x1_w4`]) over `n`
 /// four-byte groups of sixteen weights of each row (eight column words per
 /// group); mask `0xc000c000`. Per group (32 MACs): 2 `LDM`, 2 `LDR`,
 /// 16 `AND`, 16 `SMLAD`, 2 loop: 38 instructions.
@@ -497,8 +518,18 @@ pub unsafe extern "C" fn dot2x1_w4(r0: *const u8, r1: *const u8, col: *const u32
 pub unsafe extern "C" fn dot2x1_w2(r0: *const u8, r1: *const u8, col: *const u32, n: usize, acc: *mut [i32; 2]) {
     core::arch::naked_asm!(
         "push {{r4-r11, lr}}",
-        "ldr r12, [sp, #36]",
-        "ldm r12, {{r4, r5}}",
+        "sub sp, sp, #4",
+        // Chunk loop: r3 blocks left, at most 16 (256 weights) this chunk.
+        "3:",
+        "cmp r3, #16",
+        "ite hi",
+        "movhi lr, #16",
+        "movls lr, r3",
+        "sub r3, r3, lr",
+        "str r3, [sp]",
+        "mov r3, lr",
+        "movs r4, #0",
+        "movs r5, #0",
         "mov r12, #0xc000c000",
         "2:",
         "ldr r10, [r0], #4",
@@ -539,8 +570,16 @@ pub unsafe extern "C" fn dot2x1_w2(r0: *const u8, r1: *const u8, col: *const u32
         "smlad r5, lr, r9, r5",
         "subs r3, r3, #1",
         "bne 2b",
-        "ldr r12, [sp, #36]",
-        "stm r12, {{r4, r5}}",
+        // acc += chunk sums >> 14 (exact: every term is a multiple of 2^14).
+        "ldr lr, [sp, #40]",
+        "ldm lr, {{r6, r7}}",
+        "add r6, r6, r4, asr #14",
+        "add r7, r7, r5, asr #14",
+        "stm lr, {{r6, r7}}",
+        "ldr r3, [sp]",
+        "cmp r3, #0",
+        "bne 3b",
+        "add sp, sp, #4",
         "pop {{r4-r11, pc}}",
     )
 }

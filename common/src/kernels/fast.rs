@@ -290,11 +290,12 @@ fn dot4x1<M: Mac, const BITS: u8>(bits: u8, r: [&[u8]; 4], c: &[u32]) -> [i32; 4
     if !matches!(BITS, 4 | 2) {
         return dot4x1_part::<M, BITS>(bits, r, c);
     }
+    // Whole blocks through the backend's own loop (exact sums), if any.
     let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
     let rb = r[0].len();
-    let (step, shift) = (chunk_bytes(bits, rb), scale_shift(bits));
     let mut total = [0i32; 4];
-    let mut at = 0;
+    let mut at = 2 * BITS as usize * dot2x1_pairs::<M, BITS>(r, c, &mut total);
+    let (step, shift) = (chunk_bytes(bits, rb), scale_shift(bits));
     while at < rb {
         let n = step.min(rb - at);
         let rows = [&r[0][at..at + n], &r[1][at..at + n], &r[2][at..at + n], &r[3][at..at + n]];
@@ -307,24 +308,38 @@ fn dot4x1<M: Mac, const BITS: u8>(bits: u8, r: [&[u8]; 4], c: &[u32]) -> [i32; 4
     total
 }
 
+/// The backend's two-row loop ([`Mac::dot2x1`]) over the whole blocks of
+/// sixteen weights of four rows: adds the sums to `acc`, returns the blocks
+/// done (0 when there is no such loop).
+#[inline(always)]
+fn dot2x1_pairs<M: Mac, const BITS: u8>(r: [&[u8]; 4], c: &[u32], acc: &mut [i32; 4]) -> usize {
+    let blocks = r[0].len() / (2 * BITS as usize);
+    let (mut a01, mut a23) = ([0i32; 2], [0i32; 2]);
+    let done = M::dot2x1(BITS, r[0], r[1], c, blocks, &mut a01);
+    if done == 0 || M::dot2x1(BITS, r[2], r[3], c, done, &mut a23) != done {
+        return 0;
+    }
+    *acc = [
+        acc[0].wrapping_add(a01[0]),
+        acc[1].wrapping_add(a01[1]),
+        acc[2].wrapping_add(a23[0]),
+        acc[3].wrapping_add(a23[1]),
+    ];
+    done
+}
+
 /// [`dot4x1`] over at most [`chunk_bytes`] of each row, scaled by
 /// `2^scale_shift`.
 #[inline(always)]
 fn dot4x1_part<M: Mac, const BITS: u8>(bits: u8, mut r: [&[u8]; 4], mut c: &[u32]) -> [i32; 4] {
     let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
     let mut a = [0i32; 4];
-    // Whole blocks of sixteen weights through the backend's own loop, two
-    // rows at a time, if any.
-    if let 8 | 4 | 2 = BITS {
+    // Whole blocks of 8-bit weights through the backend's own loop, if any.
+    if BITS == 8 {
+        let done = dot2x1_pairs::<M, BITS>(r, c, &mut a);
         let bb = 2 * BITS as usize;
-        let blocks = r[0].len() / bb;
-        let (mut a01, mut a23) = ([0i32; 2], [0i32; 2]);
-        let done = M::dot2x1(BITS, r[0], r[1], c, blocks, &mut a01);
-        if done > 0 && M::dot2x1(BITS, r[2], r[3], c, done, &mut a23) == done {
-            a = [a01[0], a01[1], a23[0], a23[1]];
-            r = [&r[0][done * bb..], &r[1][done * bb..], &r[2][done * bb..], &r[3][done * bb..]];
-            c = &c[done * 8..];
-        }
+        r = [&r[0][done * bb..], &r[1][done * bb..], &r[2][done * bb..], &r[3][done * bb..]];
+        c = &c[done * 8..];
     }
     let groups = r[0]
         .chunks_exact(gb)

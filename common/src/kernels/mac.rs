@@ -44,9 +44,9 @@ pub trait Mac {
     /// An optional hand-scheduled loop for two rows of `bits`-bit weights
     /// (8, 4 or 2) against one column (dense layers): adds the products of
     /// the first `blocks` blocks of sixteen weights (`2 * bits` bytes of each
-    /// row, eight column words) to `acc`, scaled as [`super::fast`]'s
-    /// decode scales them, and returns how many blocks it did (0: not
-    /// available).
+    /// row, eight column words) to `acc`, exact (the 4- and 2-bit loops
+    /// shift their scaled partial sums back as [`Mac::dot2x2_w4`] does), and
+    /// returns how many blocks it did (0: not available).
     #[inline(always)]
     fn dot2x1(bits: u8, r0: &[u8], r1: &[u8], col: &[u32], blocks: usize, acc: &mut [i32; 2]) -> usize {
         let _ = (bits, r0, r1, col, blocks, acc);
