@@ -123,3 +123,51 @@ fn first_conv_kernels_match_reference_on_qemu_m7() {
 fn first_conv_portable_kernels_match_reference_on_qemu_m3() {
     kernels_match_on("qemu-m3", first_conv_seeds(30_000, 15, 10));
 }
+
+/// Seeds from `from` whose layer runs [`releq_common::kernels::fast`]'s
+/// blocked loops with 8-, 4- or 2-bit weights (the hand-scheduled 2 x 2
+/// convolution and two-row dense loops): `n` of each kind and width with at
+/// least two output channels and one whole block of weights, and `n` of
+/// each kind and width with rows longer than one scaled partial sum
+/// ([`releq_common::kernels::fast::CHUNK`] weights).
+fn blocked_seeds(from: u64, n: usize) -> Vec<u64> {
+    use releq_common::kernels::fast::CHUNK;
+    let keys: Vec<(bool, u8, bool)> = [true, false]
+        .iter()
+        .flat_map(|&c| [8, 4, 2].iter().flat_map(move |&b| [(c, b, false), (c, b, true)]))
+        .collect();
+    let mut found: Vec<((bool, u8, bool), u64)> = Vec::new();
+    let count = |f: &Vec<((bool, u8, bool), u64)>, key| f.iter().filter(|e| e.0 == key).count();
+    for seed in from..from + 200_000 {
+        if keys.iter().all(|&key| count(&found, key) >= n) {
+            break;
+        }
+        let owned = random_layer_model(seed);
+        let Ok(plan) = owned.plan() else { continue };
+        let s = plan.input().shape;
+        let (conv, bits, k, outs) = match &plan.model.layers[0] {
+            Layer::Conv2d(l) if !first::applies(l, s) => {
+                (true, l.w.bits, l.kh as usize * l.kw as usize * s.c as usize, l.out_c as usize)
+            }
+            Layer::Dense(l) => (false, l.w.bits, s.len(), l.out_features as usize),
+            _ => continue,
+        };
+        let key = (conv, bits, k > CHUNK);
+        if [8, 4, 2].contains(&bits) && k >= 32 && outs >= 2 && count(&found, key) < n {
+            found.push((key, seed));
+        }
+    }
+    found.into_iter().map(|e| e.1).collect()
+}
+
+/// The blocked loops at 8, 4 and 2 weight bits, DSP set.
+#[test]
+fn blocked_kernels_match_reference_on_qemu_m4() {
+    kernels_match_on("qemu-m4", blocked_seeds(40_000, 4));
+}
+
+/// The same on the Cortex-M7 model.
+#[test]
+fn blocked_kernels_match_reference_on_qemu_m7() {
+    kernels_match_on("qemu-m7", blocked_seeds(50_000, 2));
+}

@@ -12,23 +12,34 @@
 //! dot products with both columns at once (2 x 2 blocking: each decoded
 //! weight lane word and each column word is used twice), with `SMLAD`:
 //! two products per instruction. Dense layers convert the input vector once
-//! and take four rows at a time.
+//! and take four rows at a time (the backend's loop, if any, two rows at a
+//! time with the column words loaded four at a time).
+//!
+//! On Cortex-M4/M7 the whole groups of 8-, 4- and 2-bit weights run
+//! hand-scheduled loops ([`Mac::dot2x2_w8`], [`Mac::dot2x2_w4`],
+//! [`Mac::dot2x2_w2`], [`Mac::dot2x1`]); the code here does the rest (a
+//! row's last group, odd widths) and is the portable implementation.
 //!
 //! # Weights are read as stored
 //! Rows are [`crate::pack`]'s bit streams, read a group at a time and
 //! decoded into lane words in registers:
 //! - 8 bits: two words of four weights, split with `SXTB16` and
 //!   `SXTB16 ROR 8` into lanes (w0,w2) (w1,w3) (w4,w6) (w5,w7);
-//! - 4 bits: one word of eight weights; `(v << 4) & 0xf0f0f0f0` and
-//!   `v & 0xf0f0f0f0` put each nibble in the top of a byte, so `SXTB16`
-//!   gives 16 times the weight: (w0,w4) (w2,w6) (w1,w5) (w3,w7);
-//! - 2 bits: one word of sixteen weights, four masks, 64 times the weight;
+//! - 4 bits: one word of eight weights; `(v << s) & 0xf000f000` for
+//!   `s` = 12, 4, 8, 0 puts a nibble at the top of each 16-bit lane, so the
+//!   lane *is* 4096 times the weight, one `AND` (with shifted operand) per
+//!   lane word, no sign extension: (w0,w4) (w2,w6) (w1,w5) (w3,w7);
+//! - 2 bits: one word of sixteen weights, `(v << s) & 0xc000c000`, 16384
+//!   times the weight;
 //! - 3, 5, 6, 7 bits: eight weights from `bits` bytes, each sign-extended
 //!   from its bit field, lanes (w0,w1) (w2,w3) ...
 //!
 //! The column is written in the matching lane order, so the decode needs no
-//! shuffles. The scaled sum (x16, x64) is shifted back exactly (every term
-//! is a multiple of the scale) before the bias is added. A row's last,
+//! shuffles. The scaled sums (x4096, x16384) are shifted back exactly (every
+//! term is a multiple of the scale). A scaled lane reaches 2^15 and a
+//! product `255 * 2^15`, so the scaled sum is taken over chunks of at most
+//! [`CHUNK`] weights (256 such products fit in `i32`) and each chunk is
+//! shifted back before the next is added. A row's last,
 //! partial group is read byte by byte into a zero-padded group: the stream's
 //! unused bits are zero and so are the column's padded lanes.
 //!
@@ -53,6 +64,10 @@ pub const COL_ALIGN: usize = 16;
 /// Most weights per output the blocked kernels take: `MAX_K * 255 * 128`
 /// (the largest scaled sum) fits in `i32`.
 pub const MAX_K: usize = (i32::MAX as u32 / (255 * 128)) as usize;
+
+/// Most weights per scaled (4- and 2-bit) partial sum: `CHUNK * 255 * 2^15`
+/// fits in `i32`.
+pub const CHUNK: usize = 256;
 
 /// Longest depthwise window the fast depthwise kernel takes.
 pub const MAX_DW_WINDOW: usize = 64;
@@ -99,8 +114,8 @@ const fn group_lanes(bits: u8) -> usize {
 /// Exact right shift undoing the decode's scale.
 const fn scale_shift(bits: u8) -> u32 {
     match bits {
-        2 => 6,
-        4 => 4,
+        2 => 14,
+        4 => 12,
         _ => 0,
     }
 }
@@ -126,6 +141,13 @@ fn word(g: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([g[at], g[at + 1], g[at + 2], g[at + 3]])
 }
 
+/// Left shifts putting the weights of lane words 0..4 of a 4-bit group at the
+/// top of their 16-bit lanes: lane word `i` holds weights `slot^-1`.
+const W4_SHIFTS: [u32; 4] = [12, 4, 8, 0];
+
+/// The same for the eight lane words of a 2-bit group.
+const W2_SHIFTS: [u32; 8] = [14, 6, 12, 4, 10, 2, 8, 0];
+
 /// Decode one group (`group_bytes(BITS)` bytes; for the odd widths `BITS` is
 /// 0 and `bits` the width) into lane words.
 #[inline(always)]
@@ -141,18 +163,14 @@ fn decode<M: Mac, const BITS: u8>(g: &[u8], bits: u8) -> [u32; 8] {
         }
         4 => {
             let v = word(g, 0);
-            let (lo, hi) = ((v << 4) & 0xf0f0_f0f0, v & 0xf0f0_f0f0);
-            l[0] = M::sxtb16(lo);
-            l[1] = M::sxtb16_ror8(lo);
-            l[2] = M::sxtb16(hi);
-            l[3] = M::sxtb16_ror8(hi);
+            for (lane, s) in l.iter_mut().zip(W4_SHIFTS) {
+                *lane = (v << s) & 0xf000_f000;
+            }
         }
         2 => {
             let v = word(g, 0);
-            for s in 0..4 {
-                let t = (v << (6 - 2 * s)) & 0xc0c0_c0c0;
-                l[2 * s] = M::sxtb16(t);
-                l[2 * s + 1] = M::sxtb16_ror8(t);
+            for (lane, s) in l.iter_mut().zip(W2_SHIFTS) {
+                *lane = (v << s) & 0xc000_c000;
             }
         }
         _ => {
@@ -190,20 +208,54 @@ fn tail_group(row: &[u8], gb: usize) -> ([u8; 8], usize) {
     (t, rest.len())
 }
 
+/// Bytes of a row taken per scaled partial sum (the whole row when the
+/// decode does not scale).
+#[inline(always)]
+fn chunk_bytes(bits: u8, rb: usize) -> usize {
+    match form(bits) {
+        2 | 4 => CHUNK / group_weights(bits) * group_bytes(bits),
+        _ => rb.max(1),
+    }
+}
+
 /// Dot products of two rows with two interleaved columns (`cols` word
-/// `2 * i + q` is lane word `i` of column `q`): `[r0.c0, r0.c1, r1.c0,
-/// r1.c1]`, scaled by `2^scale_shift`. The rows are `w[r0..r0 + rb]` and
-/// `w[r1..r1 + rb]`.
+/// `2 * i + q` is lane word `i` of column q): `[r0.c0, r0.c1, r1.c0,
+/// r1.c1]`, exact (the decode's scale shifted back). The rows are
+/// `w[r0..r0 + rb]` and `w[r1..r1 + rb]`, `r1 >= r0`.
 #[inline(always)]
 fn dot2x2<M: Mac, const BITS: u8>(bits: u8, w: &[u8], r0: usize, r1: usize, rb: usize, cols: &[u32]) -> [i32; 4] {
+    if !matches!(BITS, 4 | 2) {
+        return dot2x2_part::<M, BITS>(bits, w, r0, r1, rb, cols);
+    }
+    // Whole groups through the backend's own loop (exact sums), if any.
+    let mut total = [0i32; 4];
+    let groups = match BITS {
+        4 => M::dot2x2_w4(w, r0, r1 - r0, cols, rb / 4, &mut total),
+        _ => M::dot2x2_w2(w, r0, r1 - r0, cols, rb / 4, &mut total),
+    };
+    let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
+    let (step, shift) = (chunk_bytes(bits, rb), scale_shift(bits));
+    let mut at = 4 * groups;
+    while at < rb {
+        let n = step.min(rb - at);
+        let part = dot2x2_part::<M, BITS>(bits, w, r0 + at, r1 + at, n, &cols[at / gb * 2 * lanes..]);
+        for (t, p) in total.iter_mut().zip(part) {
+            *t = t.wrapping_add(p >> shift);
+        }
+        at += n;
+    }
+    total
+}
+
+/// [`dot2x2`] over `n` bytes of each row (at most [`chunk_bytes`]), scaled
+/// by `2^scale_shift`, without the backend's 4- and 2-bit loops.
+#[inline(always)]
+fn dot2x2_part<M: Mac, const BITS: u8>(bits: u8, w: &[u8], r0: usize, r1: usize, n: usize, cols: &[u32]) -> [i32; 4] {
     let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
     let mut acc = [0i32; 4];
-    // Whole words of 8-bit weights through the backend's own loop, if any:
-    // each weight byte is one interleaved column word.
-    let mut done = 0;
-    if BITS == 8 && r1 == r0 + rb {
-        done = 4 * M::dot2x2_w8(w, r0, rb, cols, rb / 4, &mut acc);
-    }
+    // Whole words of 8-bit weights through the backend's own loop, if any.
+    let stride = r1 - r0;
+    let done = if BITS == 8 { 4 * M::dot2x2_w8(w, r0, stride, cols, n / 4, &mut acc) } else { 0 };
     let [mut a00, mut a01, mut a10, mut a11] = acc;
     let mut step = |w0: [u32; 8], w1: [u32; 8], x: &[u32], nl: usize| {
         for j in 0..nl {
@@ -214,29 +266,83 @@ fn dot2x2<M: Mac, const BITS: u8>(bits: u8, w: &[u8], r0: usize, r1: usize, rb: 
             a11 = M::smlad(w1[j], x1, a11);
         }
     };
-    let (row0, row1) = (&w[r0 + done..r0 + rb], &w[r1 + done..r1 + rb]);
-    let cols = &cols[done..];
+    // Column words per weight byte.
+    let per_byte = 2 * lanes / gb;
+    let (row0, row1) = (&w[r0 + done..r0 + n], &w[r1 + done..r1 + n]);
+    let cols = &cols[done * per_byte..];
     let groups = row0.chunks_exact(gb).zip(row1.chunks_exact(gb)).zip(cols.chunks_exact(2 * lanes));
     for ((g0, g1), x) in groups {
         step(decode::<M, BITS>(g0, bits), decode::<M, BITS>(g1, bits), x, lanes);
     }
-    let (t0, n) = tail_group(row0, gb);
-    if n > 0 {
+    let (t0, rest) = tail_group(row0, gb);
+    if rest > 0 {
         let (t1, _) = tail_group(row1, gb);
         // The last group fits in the padded column, except after the
-        // backend's words, where fewer than four 8-bit weights are left.
-        let nl = if done > 0 { 2 } else { lanes };
+        // backend's 8-bit words, where fewer than four weights are left.
+        let nl = if BITS == 8 && done > 0 { 2 } else { lanes };
         let at = row0.len() / gb * 2 * lanes;
         step(decode::<M, BITS>(&t0, bits), decode::<M, BITS>(&t1, bits), &cols[at..at + 2 * nl], nl);
     }
     [a00, a01, a10, a11]
 }
 
-/// Dot products of four rows with one column, scaled by `2^scale_shift`.
+/// Dot products of four rows with one column, exact.
 #[inline(always)]
 fn dot4x1<M: Mac, const BITS: u8>(bits: u8, r: [&[u8]; 4], c: &[u32]) -> [i32; 4] {
+    if !matches!(BITS, 4 | 2) {
+        return dot4x1_part::<M, BITS>(bits, r, c);
+    }
+    // Whole blocks through the backend's own loop (exact sums), if any.
+    let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
+    let rb = r[0].len();
+    let mut total = [0i32; 4];
+    let mut at = 2 * BITS as usize * dot2x1_pairs::<M, BITS>(r, c, &mut total);
+    let (step, shift) = (chunk_bytes(bits, rb), scale_shift(bits));
+    while at < rb {
+        let n = step.min(rb - at);
+        let rows = [&r[0][at..at + n], &r[1][at..at + n], &r[2][at..at + n], &r[3][at..at + n]];
+        let part = dot4x1_part::<M, BITS>(bits, rows, &c[at / gb * lanes..]);
+        for (t, p) in total.iter_mut().zip(part) {
+            *t = t.wrapping_add(p >> shift);
+        }
+        at += n;
+    }
+    total
+}
+
+/// The backend's two-row loop ([`Mac::dot2x1`]) over the whole blocks of
+/// sixteen weights of four rows: adds the sums to `acc`, returns the blocks
+/// done (0 when there is no such loop).
+#[inline(always)]
+fn dot2x1_pairs<M: Mac, const BITS: u8>(r: [&[u8]; 4], c: &[u32], acc: &mut [i32; 4]) -> usize {
+    let blocks = r[0].len() / (2 * BITS as usize);
+    let (mut a01, mut a23) = ([0i32; 2], [0i32; 2]);
+    let done = M::dot2x1(BITS, r[0], r[1], c, blocks, &mut a01);
+    if done == 0 || M::dot2x1(BITS, r[2], r[3], c, done, &mut a23) != done {
+        return 0;
+    }
+    *acc = [
+        acc[0].wrapping_add(a01[0]),
+        acc[1].wrapping_add(a01[1]),
+        acc[2].wrapping_add(a23[0]),
+        acc[3].wrapping_add(a23[1]),
+    ];
+    done
+}
+
+/// [`dot4x1`] over at most [`chunk_bytes`] of each row, scaled by
+/// `2^scale_shift`.
+#[inline(always)]
+fn dot4x1_part<M: Mac, const BITS: u8>(bits: u8, mut r: [&[u8]; 4], mut c: &[u32]) -> [i32; 4] {
     let (gb, lanes) = (group_bytes(bits), group_lanes(bits));
     let mut a = [0i32; 4];
+    // Whole blocks of 8-bit weights through the backend's own loop, if any.
+    if BITS == 8 {
+        let done = dot2x1_pairs::<M, BITS>(r, c, &mut a);
+        let bb = 2 * BITS as usize;
+        r = [&r[0][done * bb..], &r[1][done * bb..], &r[2][done * bb..], &r[3][done * bb..]];
+        c = &c[done * 8..];
+    }
     let groups = r[0]
         .chunks_exact(gb)
         .zip(r[1].chunks_exact(gb))
@@ -273,8 +379,8 @@ fn dot4x1<M: Mac, const BITS: u8>(bits: u8, r: [&[u8]; 4], c: &[u32]) -> [i32; 4
 
 /// Requantise an accumulator of output channel `c` and clamp it.
 #[inline(always)]
-fn finish(w: &Weights<'_>, c: usize, scaled: i32, shift: u32, out_zp: i32, lo: i32, hi: i32) -> i8 {
-    let acc = w.bias(c).wrapping_add(scaled >> shift);
+fn finish(w: &Weights<'_>, c: usize, sum: i32, out_zp: i32, lo: i32, hi: i32) -> i8 {
+    let acc = w.bias(c).wrapping_add(sum);
     Requant::new(w.requant(c)).apply(acc).saturating_add(out_zp).clamp(lo, hi) as i8
 }
 
@@ -371,7 +477,6 @@ fn conv2d_form<M: Mac, const BITS: u8>(
     let rb = pack::row_bytes(k, bits);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
     let out_zp = l.out.zero_point;
-    let shift = scale_shift(bits);
     let (oh, ow, oc_n) = (out_shape.h as usize, out_shape.w as usize, out_shape.c as usize);
     let (sh, sw) = (l.stride_h as usize, l.stride_w as usize);
     let (pt, pl) = (l.pad.top as usize, l.pad.left as usize);
@@ -429,14 +534,14 @@ fn conv2d_form<M: Mac, const BITS: u8>(
         while oc < oc_n {
             let oc1 = if oc + 1 < oc_n { oc + 1 } else { oc };
             let [a00, a01, a10, a11] = dot2x2::<M, BITS>(bits, l.w.packed, oc * rb, oc1 * rb, rb, cols);
-            output[o0 + oc] = finish(&l.w, oc, a00, shift, out_zp, lo, hi);
+            output[o0 + oc] = finish(&l.w, oc, a00, out_zp, lo, hi);
             if pair {
-                output[o0 + oc_n + oc] = finish(&l.w, oc, a01, shift, out_zp, lo, hi);
+                output[o0 + oc_n + oc] = finish(&l.w, oc, a01, out_zp, lo, hi);
             }
             if oc1 != oc {
-                output[o0 + oc1] = finish(&l.w, oc1, a10, shift, out_zp, lo, hi);
+                output[o0 + oc1] = finish(&l.w, oc1, a10, out_zp, lo, hi);
                 if pair {
-                    output[o0 + oc_n + oc1] = finish(&l.w, oc1, a11, shift, out_zp, lo, hi);
+                    output[o0 + oc_n + oc1] = finish(&l.w, oc1, a11, out_zp, lo, hi);
                 }
             }
             oc += 2;
@@ -490,7 +595,6 @@ fn dense_form<M: Mac, const BITS: u8>(l: &Dense<'_>, in_zp: i32, input: &[i8], o
     }
     let rb = pack::row_bytes(k, bits);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
-    let shift = scale_shift(bits);
     let n = (l.out_features as usize).min(output.len());
     let mut o = 0;
     while o < n {
@@ -498,7 +602,7 @@ fn dense_form<M: Mac, const BITS: u8>(l: &Dense<'_>, in_zp: i32, input: &[i8], o
         let rows = [l.w.row(idx[0], rb), l.w.row(idx[1], rb), l.w.row(idx[2], rb), l.w.row(idx[3], rb)];
         let a = dot4x1::<M, BITS>(bits, rows, col);
         for i in 0..4.min(n - o) {
-            output[o + i] = finish(&l.w, o + i, a[i], shift, l.out.zero_point, lo, hi);
+            output[o + i] = finish(&l.w, o + i, a[i], l.out.zero_point, lo, hi);
         }
         o += 4;
     }

@@ -59,6 +59,34 @@ pub trait Mac {
         let _ = (w, r0, stride, cols, words, acc);
         0
     }
+    /// The same for 4-bit weights: `groups` four-byte groups of eight
+    /// weights (eight column words each); unlike the others it adds *exact*
+    /// sums (it decodes the lane words as `(v << s) & 0xf000f000`, 4096
+    /// times the weight, see [`super::fast`], and shifts each partial sum
+    /// of at most [`super::fast::CHUNK`] weights back itself).
+    #[inline(always)]
+    fn dot2x2_w4(w: &[u8], r0: usize, stride: usize, cols: &[u32], groups: usize, acc: &mut [i32; 4]) -> usize {
+        let _ = (w, r0, stride, cols, groups, acc);
+        0
+    }
+    /// An optional hand-scheduled loop for two rows of `bits`-bit weights
+    /// (8, 4 or 2) against one column (dense layers): adds the products of
+    /// the first `blocks` blocks of sixteen weights (`2 * bits` bytes of each
+    /// row, eight column words) to `acc`, exact (the 4- and 2-bit loops
+    /// shift their scaled partial sums back as [`Mac::dot2x2_w4`] does), and
+    /// returns how many blocks it did (0: not available).
+    #[inline(always)]
+    fn dot2x1(bits: u8, r0: &[u8], r1: &[u8], col: &[u32], blocks: usize, acc: &mut [i32; 2]) -> usize {
+        let _ = (bits, r0, r1, col, blocks, acc);
+        0
+    }
+    /// The same for 2-bit weights: four-byte groups of sixteen weights
+    /// (sixteen column words each), exact sums as [`Mac::dot2x2_w4`].
+    #[inline(always)]
+    fn dot2x2_w2(w: &[u8], r0: usize, stride: usize, cols: &[u32], groups: usize, acc: &mut [i32; 4]) -> usize {
+        let _ = (w, r0, stride, cols, groups, acc);
+        0
+    }
 }
 
 /// Plain Rust, any target.
