@@ -43,6 +43,21 @@ impl PackedOps for Dsp {
         unsafe { packed_dot2x2(w.as_ptr().add(r0), r1 as isize - r0 as isize, cols.as_ptr(), n, &p) };
         true
     }
+
+    #[inline(always)]
+    fn dot4x1(rows: [&[u8]; 4], col: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
+        let n = rows[0].len();
+        if n == 0 || k.cap == 0 || rows.iter().any(|r| r.len() != n) || col.len() < n {
+            return false;
+        }
+        let ptrs = rows.map(|r| r.as_ptr());
+        let p = Params { lut: k.lut.as_ptr(), cap: k.cap, s: k.s, mask: k.mask, out };
+        // SAFETY: `n >= 1`, `cap >= 1`; each of the four rows holds `n`
+        // bytes and `col` at least `n` words (checked above); the table has
+        // 256 entries; `p.out` is a live exclusive reference.
+        unsafe { packed_dot4x1(&ptrs, col.as_ptr(), n, &p) };
+        true
+    }
 }
 
 /// What the loops read besides rows and columns, in the order they load it.
@@ -126,6 +141,92 @@ unsafe extern "C" fn packed_dot2x2(r0: *const u8, off: isize, col: *const u32, n
         "ldr r8, [lr, #16]",
         "ldm sp, {{r4-r7}}",
         "stm r8, {{r4-r7}}",
+        "add sp, sp, #24",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// `out[i] = rows[i] . col`: packed sums over `n` weight bytes of each of
+/// four rows (each byte spaced through `p.lut`) with column word `col[t]`
+/// for byte `t`, extracted every `p.cap` bytes and summed.
+///
+/// Inner loop, per byte of the four rows (16 products): 1 `LDR` (column),
+/// 4 `LDRB`, 4 `LDR` (table), 4 `SMLAD`, `SUBS` + `BNE`: 15 instructions;
+/// about 30 more per extraction.
+///
+/// # Safety
+/// `n >= 1`, `p.cap >= 1`; `rows[i][0..n]` readable for each `i`;
+/// `col[0..n]` readable and word aligned; `p.lut[0..256]` readable.
+#[unsafe(naked)]
+unsafe extern "C" fn packed_dot4x1(rows: *const [*const u8; 4], col: *const u32, n: usize, p: *const Params<'_>) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        // [sp, #0..16]: totals; [sp, #16]: bytes left after this chunk;
+        // [sp, #20]: `p`.
+        "sub sp, sp, #24",
+        "mov r8, r1",
+        "mov r10, r2",
+        "str r3, [sp, #20]",
+        "ldr r9, [r3]",
+        "movs r4, #0",
+        "movs r5, #0",
+        "strd r4, r5, [sp]",
+        "strd r4, r5, [sp, #8]",
+        "ldm r0, {{r0-r3}}",
+        "1:",
+        "ldr r12, [sp, #20]",
+        "ldr r12, [r12, #4]",
+        "cmp r10, r12",
+        "it lo",
+        "movlo r12, r10",
+        "sub r10, r10, r12",
+        "str r10, [sp, #16]",
+        "mov r10, r12",
+        "movs r4, #0",
+        "movs r5, #0",
+        "movs r6, #0",
+        "movs r7, #0",
+        "2:",
+        "ldr r11, [r8], #4",
+        "ldrb r12, [r0], #1",
+        "ldrb lr, [r1], #1",
+        "ldr r12, [r9, r12, lsl #2]",
+        "ldr lr, [r9, lr, lsl #2]",
+        "smlad r4, r12, r11, r4",
+        "smlad r5, lr, r11, r5",
+        "ldrb r12, [r2], #1",
+        "ldrb lr, [r3], #1",
+        "ldr r12, [r9, r12, lsl #2]",
+        "ldr lr, [r9, lr, lsl #2]",
+        "smlad r6, r12, r11, r6",
+        "smlad r7, lr, r11, r7",
+        "subs r10, r10, #1",
+        "bne 2b",
+        "ldr r12, [sp, #20]",
+        "ldrd r12, lr, [r12, #8]",
+        "asr r4, r4, r12",
+        "and r4, r4, lr",
+        "asr r5, r5, r12",
+        "and r5, r5, lr",
+        "asr r6, r6, r12",
+        "and r6, r6, lr",
+        "asr r7, r7, r12",
+        "and r7, r7, lr",
+        "ldrd r12, lr, [sp]",
+        "add r12, r12, r4",
+        "add lr, lr, r5",
+        "strd r12, lr, [sp]",
+        "ldrd r12, lr, [sp, #8]",
+        "add r12, r12, r6",
+        "add lr, lr, r7",
+        "strd r12, lr, [sp, #8]",
+        "ldr r10, [sp, #16]",
+        "cmp r10, #0",
+        "bne 1b",
+        "ldr r12, [sp, #20]",
+        "ldr r12, [r12, #16]",
+        "ldm sp, {{r4-r7}}",
+        "stm r12, {{r4-r7}}",
         "add sp, sp, #24",
         "pop {{r4-r11, pc}}",
     )

@@ -552,15 +552,23 @@ fn conv2d_form<M: Mac, const BITS: u8>(
 
 /// Fully connected layer; `scratch` must hold [`dense_scratch`] bytes
 /// (otherwise the reference kernel runs).
-pub fn dense<M: Mac>(l: &Dense<'_>, in_q: TensorQuant, input: &[i8], output: &mut [i8], scratch: &mut [i8]) {
+pub fn dense<M: packed::PackedOps>(
+    l: &Dense<'_>,
+    in_q: TensorQuant,
+    input: &[i8],
+    output: &mut [i8],
+    scratch: &mut [i8],
+) {
     let in_zp = in_q.zero_point;
     let k = input.len();
     if padded(k) > MAX_K || scratch.len() < dense_scratch(k) {
         return reference::dense(l, in_zp, input, output);
     }
-    // No packed form: the 2-bit dense loop at 8-bit lanes is faster than
-    // packed products here (each weight byte is used once, so the spacing
-    // table's load is not shared; docs/benchmarks.md).
+    if let Some(buf) = words(scratch, usize::MAX) {
+        if packed::dense::<M>(l, in_q.bits, in_zp, input, output, buf) {
+            return;
+        }
+    }
     match l.w.bits {
         8 => dense_form::<M, 8>(l, in_zp, input, output, scratch),
         4 => dense_form::<M, 4>(l, in_zp, input, output, scratch),

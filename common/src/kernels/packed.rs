@@ -1,8 +1,5 @@
 //! Packed low-bit products: four multiply-accumulates per `SMLAD` for
-//! 2-bit weights with 2-, 3- or 4-bit input activations, in convolutions.
-//! (Dense layers use each weight byte once, so the table load is not shared
-//! and [`super::fast`]'s 2-bit loop is faster there: measured, 1.61 against
-//! 2.54 instructions per MAC on `dense 400 -> 120`.)
+//! 2-bit weights with 2-, 3- or 4-bit input activations.
 //!
 //! Both operands are made unsigned, `a = x - act_min` (0..2^b) and
 //! `u = w + 2` (0..=3), and two values share each 16-bit lane, `S` bits
@@ -47,7 +44,7 @@
 use super::clamp_bounds;
 use super::mac::Mac;
 use super::requant::Requant;
-use crate::model::{Conv2d, Shape, Weights};
+use crate::model::{Conv2d, Dense, Shape, Weights};
 use crate::quant::act_min;
 
 /// Field spacing for `in_bits` input activations.
@@ -143,6 +140,16 @@ pub trait PackedOps: Mac {
     #[inline(always)]
     fn dot2x2(w: &[u8], r0: usize, r1: usize, n: usize, cols: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
         let _ = (w, r0, r1, n, cols, k, out);
+        false
+    }
+
+    /// An optional hand-scheduled loop: set `out[i]` to the packed sum of
+    /// `rows[i]` (all the same length, each byte spaced through `k.lut`)
+    /// with column word `col[t]` for byte `t`, extracted as `k` says;
+    /// returns false (nothing done) where the backend has none.
+    #[inline(always)]
+    fn dot4x1(rows: [&[u8]; 4], col: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
+        let _ = (rows, col, k, out);
         false
     }
 }
@@ -249,6 +256,32 @@ fn dot2x2<M: PackedOps>(w: &[u8], r0: usize, r1: usize, nw: usize, cols: &[u32],
         for (t, v) in total.iter_mut().zip(a) {
             *t += (v >> ex.s) & ex.mask as i32;
         }
+    }
+    total
+}
+
+/// Packed sums of four rows (`nw` bytes each) with one column.
+#[inline(always)]
+fn dot4x1<M: PackedOps>(rows: [&[u8]; 4], col: &[u32], c: &Codes) -> [i32; 4] {
+    let ex = &c.ex;
+    let mut total = [0i32; 4];
+    let nw = rows[0].len();
+    if M::dot4x1(rows, &col[..nw], ex, &mut total) {
+        return total;
+    }
+    let mut at = 0;
+    while at < nw {
+        let n = ex.cap.min(nw - at);
+        let mut a = [0i32; 4];
+        for (t, &xx) in col[at..at + n].iter().enumerate() {
+            for (ai, ri) in a.iter_mut().zip(&rows) {
+                *ai = M::smlad(ex.lut[ri[at + t] as usize], xx, *ai);
+            }
+        }
+        for (t, v) in total.iter_mut().zip(a) {
+            *t += (v >> ex.s) & ex.mask as i32;
+        }
+        at += n;
     }
     total
 }
@@ -404,6 +437,55 @@ pub fn conv2d<M: PackedOps>(
             }
             pix += 2;
         }
+    }
+    true
+}
+
+/// Fully connected layer by packed products; false (nothing written) when
+/// it is not one the path takes or the scratch is short.
+pub fn dense<M: PackedOps>(
+    l: &Dense<'_>,
+    in_bits: u8,
+    in_zp: i32,
+    input: &[i8],
+    output: &mut [i8],
+    scratch: &mut [u32],
+) -> bool {
+    if !applies(l.w.bits, in_bits) {
+        return false;
+    }
+    let k = input.len();
+    let nw = k.div_ceil(4);
+    if scratch.len() < nw {
+        return false;
+    }
+    let n = (l.out_features as usize).min(output.len());
+    let codes = Codes::new(in_bits, in_zp);
+    // The raw codes, then spread in place (word t is read before it is written).
+    let col = &mut scratch[..nw];
+    {
+        let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut *col);
+        copy_bytes(&mut raw[..k], bytemuck::cast_slice(input), &codes);
+        for b in &mut raw[k..] {
+            *b = 0;
+        }
+    }
+    let mut sa = 0;
+    for w in col.iter_mut() {
+        let raw = *w;
+        sa += codes.spread::<M, 1, 0>(&[raw], core::slice::from_mut(w));
+    }
+    let sa = 2 * sa;
+    let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
+    let out_zp = l.out.zero_point;
+    let mut o = 0;
+    while o < n {
+        let idx = [o, (o + 1).min(n - 1), (o + 2).min(n - 1), (o + 3).min(n - 1)];
+        let p = dot4x1::<M>(idx.map(|c| l.w.row(c, nw)), col, &codes);
+        for i in 0..4.min(n - o) {
+            output[o + i] = Chan::new(&l.w, o + i, nw, codes.zu).finish(p[i] - sa, out_zp, lo, hi);
+        }
+        o += 4;
     }
     true
 }
