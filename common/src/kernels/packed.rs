@@ -442,7 +442,11 @@ pub fn conv2d<M: PackedOps>(
 }
 
 /// Fully connected layer by packed products; false (nothing written) when
-/// it is not one the path takes or the scratch is short.
+/// it is not one the path takes or the scratch is short. Only for inputs
+/// whose zero point is their lowest code (after a ReLU): otherwise every
+/// row's weight sum is needed, and that pass makes this slower than
+/// [`super::fast`]'s 2-bit loop (measured: 2.54 against 1.62 instructions
+/// per MAC on `dense 400 -> 120` with a mid-range zero point).
 pub fn dense<M: PackedOps>(
     l: &Dense<'_>,
     in_bits: u8,
@@ -461,6 +465,9 @@ pub fn dense<M: PackedOps>(
     }
     let n = (l.out_features as usize).min(output.len());
     let codes = Codes::new(in_bits, in_zp);
+    if codes.zu != 0 {
+        return false;
+    }
     // The raw codes, then spread in place (word t is read before it is written).
     let col = &mut scratch[..nw];
     {
