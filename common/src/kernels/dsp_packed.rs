@@ -34,7 +34,7 @@ impl PackedOps for Dsp {
         if n == 0 || k.cap == 0 || !fits(r0) || !fits(r1) || cols.len() < 2 * n {
             return false;
         }
-        let p = Params { lut: k.lut.as_ptr(), cap: k.cap, s: k.s, mask: k.mask, out };
+        let p = Params::new(k, out);
         // SAFETY: `n >= 1`, `cap >= 1`; rows `w[r0..r0 + n]` and
         // `w[r1..r1 + n]` and `cols[..2 * n]` are in bounds (checked above);
         // `cols` is a `u32` slice (word aligned, as `LDRD` needs); the table
@@ -51,7 +51,7 @@ impl PackedOps for Dsp {
             return false;
         }
         let ptrs = rows.map(|r| r.as_ptr());
-        let p = Params { lut: k.lut.as_ptr(), cap: k.cap, s: k.s, mask: k.mask, out };
+        let p = Params::new(k, out);
         // SAFETY: `n >= 1`, `cap >= 1`; each of the four rows holds `n`
         // bytes and `col` at least `n` words (checked above); the table has
         // 256 entries; `p.out` is a live exclusive reference.
@@ -68,6 +68,12 @@ struct Params<'a> {
     s: u32,
     mask: u32,
     out: &'a mut [i32; 4],
+}
+
+impl<'a> Params<'a> {
+    fn new(k: &Extract, out: &'a mut [i32; 4]) -> Self {
+        Self { lut: k.lut.as_ptr(), cap: k.cap, s: k.s, mask: k.mask, out }
+    }
 }
 
 /// `out = [r0.c0, r0.c1, r1.c0, r1.c1]`: packed sums over `n` weight bytes

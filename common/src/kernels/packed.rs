@@ -31,12 +31,12 @@
 //! weight and the decode is one load per four weights.
 //!
 //! # The columns
-//! A patch is first copied as raw codes into a byte buffer (whole rows of
-//! `kw * in_c` contiguous input bytes in the interior, the zero point at
-//! padded positions, `act_min` after the last weight), then spread four
-//! codes at a time: `v = (word ^ h) & (2h - 1)` per byte makes the codes
-//! unsigned without carries, and `(v & 0x00ff00ff) + (((v >> 8) &
-//! 0x00ff00ff) << S)` is the activation word. The column's `sum(a)` comes
+//! A patch is first copied into a byte buffer as unsigned codes (whole rows
+//! of `kw * in_c` contiguous input bytes in the interior, four at a time;
+//! `(x ^ h) & (2h - 1)` per byte makes a code unsigned without carries),
+//! the zero point's code at padded positions and 0 after the last weight;
+//! then each word `v` of four codes becomes the activation word `(v &
+//! 0x00ff00ff) + (((v >> 8) & 0x00ff00ff) << S)`. The column's `sum(a)` comes
 //! from the same words ([`PackedOps::sum_bytes`]). Output channels are
 //! prepared [`BLOCK`] at a time (bias with the zero-point term folded in,
 //! requantisation), on the stack.
@@ -168,12 +168,19 @@ pub struct Extract {
     pub mask: u32,
 }
 
+impl Extract {
+    /// The field of a raw accumulator.
+    #[inline(always)]
+    fn field(&self, acc: i32) -> i32 {
+        (acc >> self.s) & self.mask as i32
+    }
+}
+
 impl PackedOps for super::mac::Portable {}
 
 /// The input's codes and spacing for one call.
 struct Codes {
     ex: Extract,
-    s: u32,
     /// Unsigned code of the zero point.
     zu: i32,
     flip: u32,
@@ -186,23 +193,28 @@ impl Codes {
         let s = spacing(in_bits);
         Self {
             ex: Extract { lut: spaced_table(s), cap: cap(in_bits), s, mask: (1 << s) - 1 },
-            s,
             zu: in_zp + h,
             flip: h as u32 * 0x0101_0101,
             mask: (2 * h - 1) as u32 * 0x0101_0101,
         }
     }
 
-    /// Spread unsigned codes (`n` words of four) into activation words `cols[t *
-    /// STRIDE + Q]`; returns the sum of the codes.
+    /// The activation word of four unsigned codes (code `i` in byte `i`).
     #[inline(always)]
-    fn spread<M: PackedOps, const STRIDE: usize, const Q: usize>(&self, raw: &[u32], cols: &mut [u32]) -> i32 {
+    fn aword(&self, v: u32) -> u32 {
+        (v & 0x00ff_00ff) + (((v >> 8) & 0x00ff_00ff) << self.ex.s)
+    }
+
+    /// Spread unsigned codes (`n` words of four) into activation words
+    /// `cols[2t + Q]`; returns the sum of the codes.
+    #[inline(always)]
+    fn spread<M: PackedOps, const Q: usize>(&self, raw: &[u32], cols: &mut [u32]) -> i32 {
         let mut sum = 0u32;
-        for (c, &w) in cols.chunks_exact_mut(STRIDE).zip(raw) {
+        for (c, &w) in cols.chunks_exact_mut(2).zip(raw) {
             // Little-endian bytes: byte i of the word is code 4t + i.
             let v = u32::from_le(w);
             sum = M::sum_bytes(v, sum);
-            c[Q] = (v & 0x00ff_00ff) + (((v >> 8) & 0x00ff_00ff) << self.s);
+            c[Q] = self.aword(v);
         }
         sum as i32
     }
@@ -254,7 +266,7 @@ fn dot2x2<M: PackedOps>(w: &[u8], r0: usize, r1: usize, nw: usize, cols: &[u32],
             a[3] = M::smlad(w1, xx[1], a[3]);
         }
         for (t, v) in total.iter_mut().zip(a) {
-            *t += (v >> ex.s) & ex.mask as i32;
+            *t += ex.field(v);
         }
     }
     total
@@ -279,7 +291,7 @@ fn dot4x1<M: PackedOps>(rows: [&[u8]; 4], col: &[u32], c: &Codes) -> [i32; 4] {
             }
         }
         for (t, v) in total.iter_mut().zip(a) {
-            *t += (v >> ex.s) & ex.mask as i32;
+            *t += ex.field(v);
         }
         at += n;
     }
@@ -384,7 +396,7 @@ pub fn conv2d<M: PackedOps>(
     let raw = &mut rest[..nw + 1];
     let input: &[u8] = bytemuck::cast_slice(input);
     let codes = Codes::new(in_bits, in_zp);
-    let (pad, tail) = (codes.zu as u8, 0u8);
+    let pad = codes.zu as u8;
     let (oh, ow, oc_n) = (out_shape.h as usize, out_shape.w as usize, out_shape.c as usize);
     let (sh, sw) = (l.stride_h as isize, l.stride_w as isize);
     let (pt, pl) = (l.pad.top as isize, l.pad.left as isize);
@@ -397,13 +409,13 @@ pub fn conv2d<M: PackedOps>(
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut *raw);
         g.patch(input, oy * sh - pt, ox * sw - pl, bytes, pad, &codes);
         for b in &mut bytes[k..4 * nw] {
-            *b = tail;
+            *b = 0;
         }
         let raw = &raw[..nw];
         if q == 0 {
-            codes.spread::<M, 2, 0>(raw, cols)
+            codes.spread::<M, 0>(raw, cols)
         } else {
-            codes.spread::<M, 2, 1>(raw, cols)
+            codes.spread::<M, 1>(raw, cols)
         }
     };
     let mut chans = [Chan { bias: 0, rq: Requant::new(l.w.requant(0)) }; BLOCK];
@@ -477,12 +489,13 @@ pub fn dense<M: PackedOps>(
             *b = 0;
         }
     }
-    let mut sa = 0;
+    let mut sa = 0u32;
     for w in col.iter_mut() {
-        let raw = *w;
-        sa += codes.spread::<M, 1, 0>(&[raw], core::slice::from_mut(w));
+        let v = u32::from_le(*w);
+        sa = M::sum_bytes(v, sa);
+        *w = codes.aword(v);
     }
-    let sa = 2 * sa;
+    let sa = 2 * sa as i32;
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
     let out_zp = l.out.zero_point;
     let mut o = 0;
