@@ -293,7 +293,7 @@ pub fn random_layer_model(seed: u64) -> OwnedModel {
     };
     match kind {
         0 | 1 | 4 => {
-            let out_c = [1u16, 2, 3, 5, 6, 8, 16, 17][rng.gen_range(0..8)];
+            let out_c = [1u16, 2, 3, 5, 6, 8, 16, 17, 33][rng.gen_range(0..9)];
             let k = kh as usize * kw as usize * c as usize;
             let (p, out) =
                 random_weighted(&mut rng, &in_q, out_c as usize, k, wbits, out_bits, act != Activation::None);

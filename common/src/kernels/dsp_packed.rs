@@ -29,18 +29,15 @@ impl PackedOps for Dsp {
     }
 
     #[inline(always)]
-    fn dot2x2(w: &[u8], r0: usize, r1: usize, n: usize, cols: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
-        let fits = |r: usize| r.checked_add(n).is_some_and(|e| e <= w.len());
-        if n == 0 || k.cap == 0 || !fits(r0) || !fits(r1) || cols.len() < 2 * n {
+    fn dot2x2(w: &[u32], n: usize, cols: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
+        if n == 0 || k.cap == 0 || w.len() < 2 * n || cols.len() < 2 * n {
             return false;
         }
         let p = Params::new(k, out);
-        // SAFETY: `n >= 1`, `cap >= 1`; rows `w[r0..r0 + n]` and
-        // `w[r1..r1 + n]` and `cols[..2 * n]` are in bounds (checked above);
-        // `cols` is a `u32` slice (word aligned, as `LDRD` needs); the table
-        // has 256 entries, so every byte indexes it; `p.out` is a live
-        // exclusive reference.
-        unsafe { packed_dot2x2(w.as_ptr().add(r0), r1 as isize - r0 as isize, cols.as_ptr(), n, &p) };
+        // SAFETY: `n >= 1`, `cap >= 1`; `w[..2 * n]` and `cols[..2 * n]`
+        // are in bounds (checked above) and `u32` slices (word aligned, as
+        // `LDRD` needs); `p.out` is a live exclusive reference.
+        unsafe { packed_dot2x2(w.as_ptr(), cols.as_ptr(), n, &p) };
         true
     }
 
@@ -76,55 +73,47 @@ impl<'a> Params<'a> {
     }
 }
 
-/// `out = [r0.c0, r0.c1, r1.c0, r1.c1]`: packed sums over `n` weight bytes
-/// (row 0 at `r0`, row 1 at `r0 + off`, each byte spaced through `p.lut`)
-/// and column words `col[2t]`, `col[2t + 1]` for byte `t`, the field at bit
-/// `p.s` extracted (`(acc >> s) & mask`) every `p.cap` bytes and summed.
+/// `out = [r0.c0, r0.c1, r1.c0, r1.c1]`: packed sums over `n` prepared
+/// weight words of two rows (interleaved: `w[2t]` row 0, `w[2t + 1]` row
+/// 1) and column words `col[2t]`, `col[2t + 1]`, the field at bit `p.s`
+/// extracted (`(acc >> s) & mask`) every `p.cap` words and summed.
 ///
-/// Inner loop, per byte of both rows (16 products): 2 `LDRB`, 2 `LDR`
-/// (table), 1 `LDRD`, 4 `SMLAD`, `SUBS` + `BNE`: 11 instructions; about 25
-/// more per extraction.
+/// Inner loop, per word of both rows (16 products): 2 `LDRD`, 4 `SMLAD`,
+/// `SUBS` + `BNE`: 8 instructions; about 22 more per extraction.
 ///
 /// # Safety
-/// `n >= 1`, `p.cap >= 1`; `r0[0..n]` and `r0[off..off + n]` readable;
-/// `col[0..2n]` readable and word aligned; `p.lut[0..256]` readable.
+/// `n >= 1`, `p.cap >= 1`; `w[0..2n]` and `col[0..2n]` readable and word
+/// aligned.
 #[unsafe(naked)]
-unsafe extern "C" fn packed_dot2x2(r0: *const u8, off: isize, col: *const u32, n: usize, p: *const Params<'_>) {
+unsafe extern "C" fn packed_dot2x2(w: *const u32, col: *const u32, n: usize, p: *const Params<'_>) {
     core::arch::naked_asm!(
         "push {{r4-r11, lr}}",
-        // [sp, #0..16]: the four totals; [sp, #16]: bytes left after this chunk.
-        "sub sp, sp, #24",
-        "ldr lr, [sp, #60]",
-        "ldr r12, [lr]",
+        // [sp, #0..16]: the four totals.
+        "sub sp, sp, #16",
         "movs r4, #0",
         "movs r5, #0",
         "strd r4, r5, [sp]",
         "strd r4, r5, [sp, #8]",
         "1:",
-        "ldr r8, [lr, #4]",
-        "cmp r3, r8",
+        "ldr r12, [r3, #4]",
+        "cmp r2, r12",
         "it lo",
-        "movlo r8, r3",
-        "subs r3, r3, r8",
-        "str r3, [sp, #16]",
-        "mov r3, r8",
+        "movlo r12, r2",
+        "subs r2, r2, r12",
         "movs r4, #0",
         "movs r5, #0",
         "movs r6, #0",
         "movs r7, #0",
         "2:",
-        "ldrb r9, [r0, r1]",
-        "ldrb r8, [r0], #1",
-        "ldrd r10, r11, [r2], #8",
-        "ldr r8, [r12, r8, lsl #2]",
-        "ldr r9, [r12, r9, lsl #2]",
+        "ldrd r8, r9, [r0], #8",
+        "ldrd r10, r11, [r1], #8",
         "smlad r4, r8, r10, r4",
         "smlad r5, r8, r11, r5",
         "smlad r6, r9, r10, r6",
         "smlad r7, r9, r11, r7",
-        "subs r3, r3, #1",
+        "subs r12, r12, #1",
         "bne 2b",
-        "ldrd r8, r9, [lr, #8]",
+        "ldrd r8, r9, [r3, #8]",
         "asr r4, r4, r8",
         "and r4, r4, r9",
         "asr r5, r5, r8",
@@ -141,13 +130,12 @@ unsafe extern "C" fn packed_dot2x2(r0: *const u8, off: isize, col: *const u32, n
         "add r10, r10, r6",
         "add r11, r11, r7",
         "strd r10, r11, [sp, #8]",
-        "ldr r3, [sp, #16]",
-        "cmp r3, #0",
+        "cmp r2, #0",
         "bne 1b",
-        "ldr r8, [lr, #16]",
+        "ldr r8, [r3, #16]",
         "ldm sp, {{r4-r7}}",
         "stm r8, {{r4-r7}}",
-        "add sp, sp, #24",
+        "add sp, sp, #16",
         "pop {{r4-r11, pc}}",
     )
 }

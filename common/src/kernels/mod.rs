@@ -50,7 +50,11 @@ pub fn clamp_bounds(clamp: &crate::model::Clamp, bits: u8) -> (i32, i32) {
 pub fn scratch_bytes(layer: &Layer<'_>, in_shape: Shape) -> usize {
     match layer {
         Layer::Conv2d(l) => {
-            let generic = fast::conv2d_scratch(l.kh as usize * l.kw as usize * in_shape.c as usize);
+            let k = l.kh as usize * l.kw as usize * in_shape.c as usize;
+            let mut generic = fast::conv2d_scratch(k);
+            if l.w.bits == 2 {
+                generic = generic.max(packed::conv2d_scratch(k, l.out_c as usize));
+            }
             if first::applies(l, in_shape) {
                 generic.max(first::scratch(l, in_shape))
             } else {

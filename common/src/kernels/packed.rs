@@ -25,10 +25,13 @@
 //! positions hold `a = z` (they contribute `(z - z) * w = 0`), lanes past the
 //! row's end hold `a = 0`.
 //!
-//! The weights are read as stored (2-bit rows, [`crate::pack`]): each byte
-//! (four weights) becomes one spaced weight word through a 256-entry table
-//! per spacing, built at compile time. So the flash stays at 2 bits per
-//! weight and the decode is one load per four weights.
+//! The weights are stored as 2-bit rows ([`crate::pack`]): each byte (four
+//! weights) becomes one spaced weight word through a 256-entry table per
+//! spacing, built at compile time. So the flash stays at 2 bits per weight.
+//! The convolution spaces a block of rows once per call into the scratch
+//! (4 bytes per four weights, interleaved by pairs of channels), so its
+//! inner loop reads ready words; the fully connected layer uses each weight
+//! once and spaces it as it reads it.
 //!
 //! # The columns
 //! A patch is first copied into a byte buffer as unsigned codes (whole rows
@@ -39,7 +42,7 @@
 //! 0x00ff00ff) + (((v >> 8) & 0x00ff00ff) << S)`. The column's `sum(a)` comes
 //! from the same words ([`PackedOps::sum_bytes`]). Output channels are
 //! prepared [`BLOCK`] at a time (bias with the zero-point term folded in,
-//! requantisation), on the stack.
+//! requantisation on the stack, spaced rows in the scratch).
 
 use super::clamp_bounds;
 use super::mac::Mac;
@@ -122,6 +125,25 @@ pub fn applies(wbits: u8, in_bits: u8) -> bool {
 /// Output channels prepared at once.
 pub const BLOCK: usize = 32;
 
+/// Output channels a convolution with `out_c` outputs prepares at once:
+/// [`BLOCK`], or all of them rounded up to a pair.
+const fn block(out_c: usize) -> usize {
+    let even = out_c.div_ceil(2) * 2;
+    if even < BLOCK {
+        even
+    } else {
+        BLOCK
+    }
+}
+
+/// Scratch bytes [`conv2d`] needs for `k` weights per output and `out_c`
+/// outputs: two interleaved columns, the raw patch, and one block of
+/// prepared (spaced) weight words, plus alignment slack.
+pub const fn conv2d_scratch(k: usize, out_c: usize) -> usize {
+    let nw = k.div_ceil(4);
+    4 * (3 * nw + 1 + block(out_c) * nw) + 4
+}
+
 /// The operations the packed path adds to [`Mac`], with a plain-Rust
 /// default; a backend overrides what it has instructions for.
 pub trait PackedOps: Mac {
@@ -133,13 +155,13 @@ pub trait PackedOps: Mac {
     }
 
     /// An optional hand-scheduled loop: set `out` to the packed sums
-    /// `[r0.c0, r0.c1, r1.c0, r1.c1]` over `n` weight bytes (rows `w[r0..]`
-    /// and `w[r1..]`, each byte spaced through `k.lut`) and `2 * n`
-    /// interleaved column words, extracted as `k` says; returns false
-    /// (nothing done) where the backend has none.
+    /// `[r0.c0, r0.c1, r1.c0, r1.c1]` over `n` weight words of each of two
+    /// rows, interleaved (`w[2t]` row 0, `w[2t + 1]` row 1, already spaced)
+    /// and `2 * n` interleaved column words, extracted as `k` says; returns
+    /// false (nothing done) where the backend has none.
     #[inline(always)]
-    fn dot2x2(w: &[u8], r0: usize, r1: usize, n: usize, cols: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
-        let _ = (w, r0, r1, n, cols, k, out);
+    fn dot2x2(w: &[u32], n: usize, cols: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
+        let _ = (w, n, cols, k, out);
         false
     }
 
@@ -245,25 +267,23 @@ impl Chan {
     }
 }
 
-/// Packed sums `P = sum a * u` of rows `w[r0..]` and `w[r1..]` (`nw` bytes
-/// each) with the two interleaved columns, extracted every `cap` bytes.
+/// Packed sums `P = sum a * u` of two prepared rows (`w`: `2 * nw`
+/// interleaved spaced words) with the two interleaved columns, extracted
+/// every `cap` words.
 #[inline(always)]
-fn dot2x2<M: PackedOps>(w: &[u8], r0: usize, r1: usize, nw: usize, cols: &[u32], c: &Codes) -> [i32; 4] {
+fn dot2x2<M: PackedOps>(w: &[u32], nw: usize, cols: &[u32], c: &Codes) -> [i32; 4] {
     let ex = &c.ex;
     let mut total = [0i32; 4];
-    if M::dot2x2(w, r0, r1, nw, cols, ex, &mut total) {
+    if M::dot2x2(w, nw, cols, ex, &mut total) {
         return total;
     }
-    let (row0, row1) = (&w[r0..r0 + nw], &w[r1..r1 + nw]);
-    let chunks = row0.chunks(ex.cap).zip(row1.chunks(ex.cap)).zip(cols[..2 * nw].chunks(2 * ex.cap));
-    for ((c0, c1), x) in chunks {
+    for (ww, x) in w[..2 * nw].chunks(2 * ex.cap).zip(cols[..2 * nw].chunks(2 * ex.cap)) {
         let mut a = [0i32; 4];
-        for ((&b0, &b1), xx) in c0.iter().zip(c1).zip(x.chunks_exact(2)) {
-            let (w0, w1) = (ex.lut[b0 as usize], ex.lut[b1 as usize]);
-            a[0] = M::smlad(w0, xx[0], a[0]);
-            a[1] = M::smlad(w0, xx[1], a[1]);
-            a[2] = M::smlad(w1, xx[0], a[2]);
-            a[3] = M::smlad(w1, xx[1], a[3]);
+        for (wp, xx) in ww.chunks_exact(2).zip(x.chunks_exact(2)) {
+            a[0] = M::smlad(wp[0], xx[0], a[0]);
+            a[1] = M::smlad(wp[0], xx[1], a[1]);
+            a[2] = M::smlad(wp[1], xx[0], a[2]);
+            a[3] = M::smlad(wp[1], xx[1], a[3]);
         }
         for (t, v) in total.iter_mut().zip(a) {
             *t += ex.field(v);
@@ -389,15 +409,21 @@ pub fn conv2d<M: PackedOps>(
     };
     let k = g.kh * g.kw * g.ic;
     let nw = k.div_ceil(4);
-    if scratch.len() < 3 * nw + 1 {
+    let (oh, ow, oc_n) = (out_shape.h as usize, out_shape.w as usize, out_shape.c as usize);
+    let Some(room) = scratch.len().checked_sub(3 * nw + 1) else {
+        return false;
+    };
+    // Channels per block: as many pairs of prepared rows as fit.
+    let nb = block(oc_n).min(room / (2 * nw) * 2);
+    if nb < 2 {
         return false;
     }
     let (cols, rest) = scratch.split_at_mut(2 * nw);
-    let raw = &mut rest[..nw + 1];
+    let (raw, rest) = rest.split_at_mut(nw + 1);
+    let prep = &mut rest[..nb * nw];
     let input: &[u8] = bytemuck::cast_slice(input);
     let codes = Codes::new(in_bits, in_zp);
     let pad = codes.zu as u8;
-    let (oh, ow, oc_n) = (out_shape.h as usize, out_shape.w as usize, out_shape.c as usize);
     let (sh, sw) = (l.stride_h as isize, l.stride_w as isize);
     let (pt, pl) = (l.pad.top as isize, l.pad.left as isize);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
@@ -419,10 +445,20 @@ pub fn conv2d<M: PackedOps>(
         }
     };
     let mut chans = [Chan { bias: 0, rq: Requant::new(l.w.requant(0)) }; BLOCK];
-    for c0 in (0..oc_n).step_by(BLOCK) {
-        let c1 = (c0 + BLOCK).min(oc_n);
+    for c0 in (0..oc_n).step_by(nb) {
+        let c1 = (c0 + nb).min(oc_n);
         for (c, ch) in (c0..c1).zip(chans.iter_mut()) {
             *ch = Chan::new(&l.w, c, nw, codes.zu);
+        }
+        // Rows spaced once per call, interleaved by pairs (the odd last
+        // channel paired with itself).
+        for (i, pair) in prep.chunks_exact_mut(2 * nw).take((c1 - c0).div_ceil(2)).enumerate() {
+            let ca = c0 + 2 * i;
+            let rows = [l.w.row(ca, nw), l.w.row((ca + 1).min(c1 - 1), nw)];
+            for (t, wp) in pair.chunks_exact_mut(2).enumerate() {
+                wp[0] = codes.ex.lut[rows[0][t] as usize];
+                wp[1] = codes.ex.lut[rows[1][t] as usize];
+            }
         }
         let mut pix = 0;
         while pix < npix {
@@ -433,7 +469,8 @@ pub fn conv2d<M: PackedOps>(
             let mut oc = c0;
             while oc < c1 {
                 let oc1 = if oc + 1 < c1 { oc + 1 } else { oc };
-                let p = dot2x2::<M>(l.w.packed, oc * nw, oc1 * nw, nw, cols, &codes);
+                let at = (oc - c0) * nw;
+                let p = dot2x2::<M>(&prep[at..at + 2 * nw], nw, cols, &codes);
                 let (ch0, ch1) = (&chans[oc - c0], &chans[oc1 - c0]);
                 out0[oc] = ch0.finish(p[0] - s0, out_zp, lo, hi);
                 if pair {
