@@ -30,14 +30,20 @@ impl PackedOps for Dsp {
 
     #[inline(always)]
     fn dot2x2(w: &[u32], n: usize, cols: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
-        if n == 0 || k.cap == 0 || w.len() < 2 * n || cols.len() < 2 * n {
+        if n == 0 || n % 2 != 0 || w.len() < 2 * n || cols.len() < 2 * n {
             return false;
         }
-        let p = Params::new(k, out);
-        // SAFETY: `n >= 1`, `cap >= 1`; `w[..2 * n]` and `cols[..2 * n]`
-        // are in bounds (checked above) and `u32` slices (word aligned, as
-        // `LDRD` needs); `p.out` is a live exclusive reference.
-        unsafe { packed_dot2x2(w.as_ptr(), cols.as_ptr(), n, &p) };
+        let f = match k.s {
+            11 => packed_dot2x2_s11,
+            12 => packed_dot2x2_s12,
+            13 => packed_dot2x2_s13,
+            _ => return false,
+        };
+        // SAFETY: `n` is even and at least 2; `w[..2 * n]` and
+        // `cols[..2 * n]` are in bounds (checked above) and `u32` slices
+        // (word aligned, as `LDRD` needs); `out` is a live exclusive
+        // reference to four words.
+        unsafe { f(w.as_ptr(), cols.as_ptr(), n / 2, out) };
         true
     }
 
@@ -73,72 +79,99 @@ impl<'a> Params<'a> {
     }
 }
 
-/// `out = [r0.c0, r0.c1, r1.c0, r1.c1]`: packed sums over `n` prepared
-/// weight words of two rows (interleaved: `w[2t]` row 0, `w[2t + 1]` row
-/// 1) and column words `col[2t]`, `col[2t + 1]`, the field at bit `p.s`
-/// extracted (`(acc >> s) & mask`) every `p.cap` words and summed.
+/// `out = [r0.c0, r0.c1, r1.c0, r1.c1]`: packed sums over `2 * pairs`
+/// prepared weight words of two rows (interleaved: `w[2t]` row 0,
+/// `w[2t + 1]` row 1) and column words `col[2t]`, `col[2t + 1]`, with the
+/// field at bit `S` (`S` bits wide) extracted by one `UBFX` per total every
+/// `P` pairs of words (`2 * P` at most the spacing's [`cap`](super::packed::cap)).
 ///
-/// Inner loop, per word of both rows (16 products): 2 `LDRD`, 4 `SMLAD`,
-/// `SUBS` + `BNE`: 8 instructions; about 22 more per extraction.
+/// Inner loop, per two words of both rows (32 products): 4 `LDRD`, 8
+/// `SMLAD`, `SUBS` + `BNE`: 14 instructions. The first pair of each
+/// extraction uses `SMUAD` (no accumulators to clear); about 20 more per
+/// extraction.
 ///
 /// # Safety
-/// `n >= 1`, `p.cap >= 1`; `w[0..2n]` and `col[0..2n]` readable and word
-/// aligned.
-#[unsafe(naked)]
-unsafe extern "C" fn packed_dot2x2(w: *const u32, col: *const u32, n: usize, p: *const Params<'_>) {
-    core::arch::naked_asm!(
-        "push {{r4-r11, lr}}",
-        // [sp, #0..16]: the four totals.
-        "sub sp, sp, #16",
-        "movs r4, #0",
-        "movs r5, #0",
-        "strd r4, r5, [sp]",
-        "strd r4, r5, [sp, #8]",
-        "1:",
-        "ldr r12, [r3, #4]",
-        "cmp r2, r12",
-        "it lo",
-        "movlo r12, r2",
-        "subs r2, r2, r12",
-        "movs r4, #0",
-        "movs r5, #0",
-        "movs r6, #0",
-        "movs r7, #0",
-        "2:",
-        "ldrd r8, r9, [r0], #8",
-        "ldrd r10, r11, [r1], #8",
-        "smlad r4, r8, r10, r4",
-        "smlad r5, r8, r11, r5",
-        "smlad r6, r9, r10, r6",
-        "smlad r7, r9, r11, r7",
-        "subs r12, r12, #1",
-        "bne 2b",
-        "ldrd r8, r9, [r3, #8]",
-        "asr r4, r4, r8",
-        "and r4, r4, r9",
-        "asr r5, r5, r8",
-        "and r5, r5, r9",
-        "asr r6, r6, r8",
-        "and r6, r6, r9",
-        "asr r7, r7, r8",
-        "and r7, r7, r9",
-        "ldrd r10, r11, [sp]",
-        "add r10, r10, r4",
-        "add r11, r11, r5",
-        "strd r10, r11, [sp]",
-        "ldrd r10, r11, [sp, #8]",
-        "add r10, r10, r6",
-        "add r11, r11, r7",
-        "strd r10, r11, [sp, #8]",
-        "cmp r2, #0",
-        "bne 1b",
-        "ldr r8, [r3, #16]",
-        "ldm sp, {{r4-r7}}",
-        "stm r8, {{r4-r7}}",
-        "add sp, sp, #16",
-        "pop {{r4-r11, pc}}",
-    )
+/// `pairs >= 1`; `w[0..4 * pairs]` and `col[0..4 * pairs]` readable and
+/// word aligned; `out[0..4]` writable.
+macro_rules! packed_dot2x2 {
+    ($name:ident, $s:literal) => {
+        #[unsafe(naked)]
+        unsafe extern "C" fn $name(w: *const u32, col: *const u32, pairs: usize, out: *mut [i32; 4]) {
+            core::arch::naked_asm!(
+                "push {{r4-r11, lr}}",
+                // [sp, #0..16]: the four totals.
+                "sub sp, sp, #16",
+                "movs r4, #0",
+                "movs r5, #0",
+                "strd r4, r5, [sp]",
+                "strd r4, r5, [sp, #8]",
+                "1:",
+                "movs r12, #{p}",
+                "cmp r2, r12",
+                "it lo",
+                "movlo r12, r2",
+                "subs r2, r2, r12",
+                "ldrd r8, r9, [r0], #8",
+                "ldrd r10, r11, [r1], #8",
+                "smuad r4, r8, r10",
+                "smuad r5, r8, r11",
+                "smuad r6, r9, r10",
+                "smuad r7, r9, r11",
+                "ldrd r8, r9, [r0], #8",
+                "ldrd r10, r11, [r1], #8",
+                "smlad r4, r8, r10, r4",
+                "smlad r5, r8, r11, r5",
+                "smlad r6, r9, r10, r6",
+                "smlad r7, r9, r11, r7",
+                "subs r12, r12, #1",
+                "beq 3f",
+                "2:",
+                "ldrd r8, r9, [r0], #8",
+                "ldrd r10, r11, [r1], #8",
+                "smlad r4, r8, r10, r4",
+                "smlad r5, r8, r11, r5",
+                "smlad r6, r9, r10, r6",
+                "smlad r7, r9, r11, r7",
+                "ldrd r8, r9, [r0], #8",
+                "ldrd r10, r11, [r1], #8",
+                "smlad r4, r8, r10, r4",
+                "smlad r5, r8, r11, r5",
+                "smlad r6, r9, r10, r6",
+                "smlad r7, r9, r11, r7",
+                "subs r12, r12, #1",
+                "bne 2b",
+                "3:",
+                "ldm sp, {{r8-r11}}",
+                "ubfx r4, r4, #{s}, #{s}",
+                "add r8, r8, r4",
+                "ubfx r5, r5, #{s}, #{s}",
+                "add r9, r9, r5",
+                "ubfx r6, r6, #{s}, #{s}",
+                "add r10, r10, r6",
+                "ubfx r7, r7, #{s}, #{s}",
+                "add r11, r11, r7",
+                "stm sp, {{r8-r11}}",
+                "cmp r2, #0",
+                "bne 1b",
+                "ldm sp, {{r4-r7}}",
+                "stm r3, {{r4-r7}}",
+                "add sp, sp, #16",
+                "pop {{r4-r11, pc}}",
+                s = const $s,
+                p = const pairs_per_extraction($s),
+            )
+        }
+    };
 }
+
+/// Pairs of words between extractions at field spacing `s` (`s = 13 - (in_bits - 2)`).
+const fn pairs_per_extraction(s: u32) -> usize {
+    super::packed::cap((15 - s) as u8) / 2
+}
+
+packed_dot2x2!(packed_dot2x2_s11, 11);
+packed_dot2x2!(packed_dot2x2_s12, 12);
+packed_dot2x2!(packed_dot2x2_s13, 13);
 
 /// `out[i] = rows[i] . col`: packed sums over `n` weight bytes of each of
 /// four rows (each byte spaced through `p.lut`) with column word `col[t]`

@@ -141,7 +141,8 @@ const fn block(out_c: usize) -> usize {
 /// prepared (spaced) weight words, plus alignment slack.
 pub const fn conv2d_scratch(k: usize, out_c: usize) -> usize {
     let nw = k.div_ceil(4);
-    4 * (3 * nw + 1 + block(out_c) * nw) + 4
+    let np = nw.div_ceil(2) * 2;
+    4 * (2 * np + nw + 1 + block(out_c) * np) + 4
 }
 
 /// The operations the packed path adds to [`Mac`], with a plain-Rust
@@ -158,7 +159,8 @@ pub trait PackedOps: Mac {
     /// `[r0.c0, r0.c1, r1.c0, r1.c1]` over `n` weight words of each of two
     /// rows, interleaved (`w[2t]` row 0, `w[2t + 1]` row 1, already spaced)
     /// and `2 * n` interleaved column words, extracted as `k` says; returns
-    /// false (nothing done) where the backend has none.
+    /// false (nothing done) where the backend has none or where it needs
+    /// `n` even and it is not (the convolution passes whole pairs).
     #[inline(always)]
     fn dot2x2(w: &[u32], n: usize, cols: &[u32], k: &Extract, out: &mut [i32; 4]) -> bool {
         let _ = (w, n, cols, k, out);
@@ -409,18 +411,22 @@ pub fn conv2d<M: PackedOps>(
     };
     let k = g.kh * g.kw * g.ic;
     let nw = k.div_ceil(4);
+    // Words per row in the loops: a whole number of pairs (the pad word of
+    // an odd row is zero in both the weights and the columns: no product).
+    let np = nw.div_ceil(2) * 2;
     let (oh, ow, oc_n) = (out_shape.h as usize, out_shape.w as usize, out_shape.c as usize);
-    let Some(room) = scratch.len().checked_sub(3 * nw + 1) else {
+    let Some(room) = scratch.len().checked_sub(2 * np + nw + 1) else {
         return false;
     };
     // Channels per block: as many pairs of prepared rows as fit.
-    let nb = block(oc_n).min(room / (2 * nw) * 2);
+    let nb = block(oc_n).min(room / (2 * np) * 2);
     if nb < 2 {
         return false;
     }
-    let (cols, rest) = scratch.split_at_mut(2 * nw);
+    let (cols, rest) = scratch.split_at_mut(2 * np);
+    cols[2 * nw..].fill(0);
     let (raw, rest) = rest.split_at_mut(nw + 1);
-    let prep = &mut rest[..nb * nw];
+    let prep = &mut rest[..nb * np];
     let input: &[u8] = bytemuck::cast_slice(input);
     let codes = Codes::new(in_bits, in_zp);
     let pad = codes.zu as u8;
@@ -452,13 +458,14 @@ pub fn conv2d<M: PackedOps>(
         }
         // Rows spaced once per call, interleaved by pairs (the odd last
         // channel paired with itself).
-        for (i, pair) in prep.chunks_exact_mut(2 * nw).take((c1 - c0).div_ceil(2)).enumerate() {
+        for (i, pair) in prep.chunks_exact_mut(2 * np).take((c1 - c0).div_ceil(2)).enumerate() {
             let ca = c0 + 2 * i;
             let rows = [l.w.row(ca, nw), l.w.row((ca + 1).min(c1 - 1), nw)];
-            for (t, wp) in pair.chunks_exact_mut(2).enumerate() {
+            for (t, wp) in pair[..2 * nw].chunks_exact_mut(2).enumerate() {
                 wp[0] = codes.ex.lut[rows[0][t] as usize];
                 wp[1] = codes.ex.lut[rows[1][t] as usize];
             }
+            pair[2 * nw..].fill(0);
         }
         let mut pix = 0;
         while pix < npix {
@@ -469,8 +476,8 @@ pub fn conv2d<M: PackedOps>(
             let mut oc = c0;
             while oc < c1 {
                 let oc1 = if oc + 1 < c1 { oc + 1 } else { oc };
-                let at = (oc - c0) * nw;
-                let p = dot2x2::<M>(&prep[at..at + 2 * nw], nw, cols, &codes);
+                let at = (oc - c0) * np;
+                let p = dot2x2::<M>(&prep[at..at + 2 * np], np, cols, &codes);
                 let (ch0, ch1) = (&chans[oc - c0], &chans[oc1 - c0]);
                 out0[oc] = ch0.finish(p[0] - s0, out_zp, lo, hi);
                 if pair {
