@@ -33,10 +33,12 @@ impl PackedOps for Dsp {
         if n == 0 || n % 2 != 0 || w.len() < 2 * n || cols.len() < 2 * n {
             return false;
         }
-        let f = match k.s {
-            11 => packed_dot2x2_s11,
-            12 => packed_dot2x2_s12,
-            13 => packed_dot2x2_s13,
+        let f = match (k.s, k.cap / 2) {
+            (13, 113) => packed_dot2x2_s13,
+            (12, 24) => packed_dot2x2_s12,
+            (11, 5) => packed_dot2x2_s11,
+            (11, 2) => packed_dot2x2_s11_p2,
+            (11, 1) => packed_dot2x2_s11_p1,
             _ => return false,
         };
         // SAFETY: `n` is even and at least 2; `w[..2 * n]` and
@@ -94,7 +96,7 @@ impl<'a> Params<'a> {
 /// `pairs >= 1`; `w[0..4 * pairs]` and `col[0..4 * pairs]` readable and
 /// word aligned; `out[0..4]` writable.
 macro_rules! packed_dot2x2 {
-    ($name:ident, $s:literal) => {
+    ($name:ident, $s:literal, $p:literal) => {
         #[unsafe(naked)]
         unsafe extern "C" fn $name(w: *const u32, col: *const u32, pairs: usize, out: *mut [i32; 4]) {
             core::arch::naked_asm!(
@@ -158,20 +160,70 @@ macro_rules! packed_dot2x2 {
                 "add sp, sp, #16",
                 "pop {{r4-r11, pc}}",
                 s = const $s,
-                p = const pairs_per_extraction($s),
+                p = const $p,
             )
         }
     };
 }
 
-/// Pairs of words between extractions at field spacing `s` (`s = 13 - (in_bits - 2)`).
-const fn pairs_per_extraction(s: u32) -> usize {
-    super::packed::cap((15 - s) as u8) / 2
+/// [`packed_dot2x2!`] extracting after every pair of words (4-bit weights
+/// with 4-bit inputs: two `SMLAD`s per field): per pair (32 products) 4
+/// `LDRD`, 4 `SMUAD`, 4 `SMLAD`, 4 `UBFX`, 4 `ADD`, `LDM`, `STM`, `SUBS` +
+/// `BNE`: 24 instructions. Safety as there.
+macro_rules! packed_dot2x2_p1 {
+    ($name:ident, $s:literal) => {
+        #[unsafe(naked)]
+        unsafe extern "C" fn $name(w: *const u32, col: *const u32, pairs: usize, out: *mut [i32; 4]) {
+            core::arch::naked_asm!(
+                "push {{r4-r11, lr}}",
+                "sub sp, sp, #16",
+                "movs r4, #0",
+                "movs r5, #0",
+                "strd r4, r5, [sp]",
+                "strd r4, r5, [sp, #8]",
+                "1:",
+                "ldrd r8, r9, [r0], #8",
+                "ldrd r10, r11, [r1], #8",
+                "smuad r4, r8, r10",
+                "smuad r5, r8, r11",
+                "smuad r6, r9, r10",
+                "smuad r7, r9, r11",
+                "ldrd r8, r9, [r0], #8",
+                "ldrd r10, r11, [r1], #8",
+                "smlad r4, r8, r10, r4",
+                "smlad r5, r8, r11, r5",
+                "smlad r6, r9, r10, r6",
+                "smlad r7, r9, r11, r7",
+                "ldm sp, {{r8-r11}}",
+                "ubfx r4, r4, #{s}, #{s}",
+                "add r8, r8, r4",
+                "ubfx r5, r5, #{s}, #{s}",
+                "add r9, r9, r5",
+                "ubfx r6, r6, #{s}, #{s}",
+                "add r10, r10, r6",
+                "ubfx r7, r7, #{s}, #{s}",
+                "add r11, r11, r7",
+                "stm sp, {{r8-r11}}",
+                "subs r2, r2, #1",
+                "bne 1b",
+                "ldm sp, {{r4-r7}}",
+                "stm r3, {{r4-r7}}",
+                "add sp, sp, #16",
+                "pop {{r4-r11, pc}}",
+                s = const $s,
+            )
+        }
+    };
 }
 
-packed_dot2x2!(packed_dot2x2_s11, 11);
-packed_dot2x2!(packed_dot2x2_s12, 12);
-packed_dot2x2!(packed_dot2x2_s13, 13);
+// Spacings and extraction periods (pairs of words: half of
+// `packed::cap(wbits, in_bits)`): 2-bit weights with 2-, 3-, 4-bit inputs,
+// 4-bit weights with 2-bit (the same period as 2 with 4), 3- and 4-bit inputs.
+packed_dot2x2!(packed_dot2x2_s13, 13, 113);
+packed_dot2x2!(packed_dot2x2_s12, 12, 24);
+packed_dot2x2!(packed_dot2x2_s11, 11, 5);
+packed_dot2x2!(packed_dot2x2_s11_p2, 11, 2);
+packed_dot2x2_p1!(packed_dot2x2_s11_p1, 11);
 
 /// `out[i] = rows[i] . col`: packed sums over `n` weight bytes of each of
 /// four rows (each byte spaced through `p.lut`) with column word `col[t]`

@@ -52,7 +52,7 @@ pub fn scratch_bytes(layer: &Layer<'_>, in_shape: Shape) -> usize {
         Layer::Conv2d(l) => {
             let k = l.kh as usize * l.kw as usize * in_shape.c as usize;
             let mut generic = fast::conv2d_scratch(k);
-            if l.w.bits == 2 {
+            if l.w.bits == 2 || l.w.bits == 4 {
                 generic = generic.max(packed::conv2d_scratch(k, l.out_c as usize));
             }
             if first::applies(l, in_shape) {

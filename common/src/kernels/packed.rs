@@ -1,37 +1,43 @@
 //! Packed low-bit products: four multiply-accumulates per `SMLAD` for
-//! 2-bit weights with 2-, 3- or 4-bit input activations.
+//! 2- or 4-bit weights with 2-, 3- or 4-bit input activations.
 //!
 //! Both operands are made unsigned, `a = x - act_min` (0..2^b) and
-//! `u = w + 2` (0..=3), and two values share each 16-bit lane, `S` bits
-//! apart: the activation lane holds `a0 + a1 * 2^S`, the weight lane the
-//! reversed pair `u1 + u0 * 2^S`. A lane product's field at bit `S` is then
-//! `a0 * u0 + a1 * u1`, and `SMLAD` adds two lanes: four products in one
-//! instruction, accumulated in bits `S..2S` of a plain `i32`. Below that
-//! field collect the cross terms, above it the rest wraps harmlessly; the
-//! field is extracted (`(acc >> S) & (2^S - 1)`) before it can overflow or
-//! the cross terms can carry into it: every [`cap`] `SMLAD`s.
+//! `u = w + h` (`h` = 2 for 2-bit weights, 8 for 4-bit), and two values
+//! share each 16-bit lane, `S` bits apart: the activation lane holds
+//! `a0 + a1 * 2^S`, the weight lane the reversed pair `u1 + u0 * 2^S`. A
+//! lane product's field at bit `S` is then `a0 * u0 + a1 * u1`, and `SMLAD`
+//! adds two lanes: four products in one instruction, accumulated in bits
+//! `S..2S` of a plain `i32`. Below that field collect the cross terms, above
+//! it the rest wraps harmlessly; the field is extracted (`(acc >> S) & (2^S
+//! - 1)`) before it can overflow or the cross terms can carry into it:
+//! every [`cap`] `SMLAD`s.
 //!
-//! | input bits | `S` | lane maximum | products per field | `SMLAD`s per extraction |
-//! | --- | ---: | ---: | ---: | ---: |
-//! | 2 | 13 | 3 + 3 * 2^13 = 24,579 | 4 * 3 * 3 = 36 | 227 |
-//! | 3 | 12 | 7 + 7 * 2^12 = 28,679 | 4 * 7 * 3 = 84 | 48 |
-//! | 4 | 11 | 15 + 15 * 2^11 = 30,735 | 4 * 15 * 3 = 180 | 11 |
+//! | weight bits | input bits | `S` | lane maximum | products per field | `SMLAD`s per extraction |
+//! | ---: | ---: | ---: | ---: | ---: | ---: |
+//! | 2 | 2 | 13 | 3 + 3 * 2^13 = 24,579 | 4 * 3 * 3 = 36 | 227 |
+//! | 2 | 3 | 12 | 7 + 7 * 2^12 = 28,679 | 4 * 7 * 3 = 84 | 48 |
+//! | 2 | 4 | 11 | 15 + 15 * 2^11 = 30,735 | 4 * 15 * 3 = 180 | 11 |
+//! | 4 | 2 | 11 | 15 + 15 * 2^11 = 30,735 | 4 * 3 * 15 = 180 | 11 |
+//! | 4 | 3 | 11 | 15 + 15 * 2^11 = 30,735 | 4 * 7 * 15 = 420 | 4 |
+//! | 4 | 4 | 11 | 15 + 15 * 2^11 = 30,735 | 4 * 15 * 15 = 900 | 2 |
 //!
 //! (lanes stay below 2^15, as `SMLAD`'s signed lanes need.) The true sum is
-//! `sum (a - z)(u - 2) = P - 2 * sum(a) - z * sum(w)` with `z` the input zero
+//! `sum (a - z)(u - h) = P - h * sum(a) - z * sum(w)` with `z` the input zero
 //! point's unsigned code: `sum(a)` is taken once per im2col column and shared
 //! by every output channel, `z * sum(w)` once per channel and call (zero for
 //! inputs after a ReLU, whose zero point is the lowest code). Padded
 //! positions hold `a = z` (they contribute `(z - z) * w = 0`), lanes past the
 //! row's end hold `a = 0`.
 //!
-//! The weights are stored as 2-bit rows ([`crate::pack`]): each byte (four
-//! weights) becomes one spaced weight word through a 256-entry table per
-//! spacing, built at compile time. So the flash stays at 2 bits per weight.
-//! The convolution spaces a block of rows once per call into the scratch
-//! (4 bytes per four weights, interleaved by pairs of channels), so its
-//! inner loop reads ready words; the fully connected layer uses each weight
-//! once and spaces it as it reads it.
+//! The weights are stored as packed rows ([`crate::pack`]), so the flash
+//! stays at 2 or 4 bits per weight: each 2-bit byte (four weights) becomes
+//! one spaced weight word through a 256-entry table per spacing, each 4-bit
+//! byte (two weights) one lane through another, built at compile time. The
+//! convolution spaces a block of rows once per call into the scratch (4
+//! bytes per four weights, interleaved by pairs of channels, padded to a
+//! whole number of word pairs), so its inner loop reads ready words; the
+//! fully connected layer (2-bit weights only) uses each weight once and
+//! spaces it as it reads it.
 //!
 //! # The columns
 //! A patch is first copied into a byte buffer as unsigned codes (whole rows
@@ -50,27 +56,34 @@ use super::requant::Requant;
 use crate::model::{Conv2d, Dense, Shape, Weights};
 use crate::quant::act_min;
 
-/// Field spacing for `in_bits` input activations.
-const fn spacing(in_bits: u8) -> u32 {
-    match in_bits {
-        2 => 13,
-        3 => 12,
+/// Field spacing for `wbits` weights (2 or 4) and `in_bits` input
+/// activations: the widest that keeps both operands' lanes below 2^15.
+const fn spacing(wbits: u8, in_bits: u8) -> u32 {
+    match (wbits, in_bits) {
+        (2, 2) => 13,
+        (2, 3) => 12,
         _ => 11,
     }
 }
 
 /// `SMLAD`s between extractions: the field must hold the products, and the
 /// cross terms below must not carry into it (see the module doc).
-pub const fn cap(in_bits: u8) -> usize {
-    let s = spacing(in_bits);
+pub const fn cap(wbits: u8, in_bits: u8) -> usize {
+    let s = spacing(wbits, in_bits);
     let amax = (1u32 << in_bits) - 1;
-    let field = ((1u32 << s) - 1) / (4 * amax * 3);
-    let cross = (1u32 << s) / (2 * amax * 3);
+    let umax = (1u32 << wbits) - 1;
+    let field = ((1u32 << s) - 1) / (4 * amax * umax);
+    let cross = (1u32 << s) / (2 * amax * umax);
     if field < cross {
         field as usize
     } else {
         cross as usize
     }
+}
+
+/// The weights' offset: `u = w + woff(wbits)` is unsigned.
+const fn woff(wbits: u8) -> i32 {
+    1 << (wbits - 1)
 }
 
 /// Unsigned weight `u = w + 2` of field `i` of byte `b`.
@@ -109,6 +122,36 @@ static LUT12: [u32; 256] = lut(12);
 static LUT11: [u32; 256] = lut(11);
 static USUM: [u8; 256] = byte_sums();
 
+/// Unsigned weight `u = w + 8` of a 4-bit field.
+const fn nibble_u(f: usize) -> u16 {
+    ((((f as i32) << 28) >> 28) + 8) as u16
+}
+
+/// Lane of one byte of two 4-bit weights at spacing 11: `u1 + u0 * 2^11`.
+const fn lut4() -> [u16; 256] {
+    let mut t = [0u16; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = nibble_u(b >> 4) + (nibble_u(b & 15) << 11);
+        b += 1;
+    }
+    t
+}
+
+/// Sum of the two signed 4-bit weights of each byte.
+const fn nibble_sums() -> [i8; 256] {
+    let mut t = [0i8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = ((((b as i32) << 28) >> 28) + (((b as i32) << 24) >> 28)) as i8;
+        b += 1;
+    }
+    t
+}
+
+static LUT4: [u16; 256] = lut4();
+static NSUM: [i8; 256] = nibble_sums();
+
 fn spaced_table(s: u32) -> &'static [u32; 256] {
     match s {
         13 => &LUT13,
@@ -117,9 +160,26 @@ fn spaced_table(s: u32) -> &'static [u32; 256] {
     }
 }
 
-/// Whether the packed path takes a layer with these bits.
+/// Whether the packed convolution takes a layer with these bits.
 pub fn applies(wbits: u8, in_bits: u8) -> bool {
+    (wbits == 2 || wbits == 4) && (2..=4).contains(&in_bits)
+}
+
+/// Whether the packed fully connected layer takes a layer with these bits.
+pub fn applies_dense(wbits: u8, in_bits: u8) -> bool {
     wbits == 2 && (2..=4).contains(&in_bits)
+}
+
+/// Word `t` of a spaced row of `wbits`-bit weights (`row`: the packed row).
+#[inline(always)]
+fn spaced_word(row: &[u8], wbits: u8, t: usize, lut: &[u32; 256]) -> u32 {
+    if wbits == 2 {
+        lut[row[t] as usize]
+    } else {
+        // Past the row's last byte: lane 0, whose column lanes are zero.
+        let lane = |i: usize| row.get(i).map_or(0, |&b| LUT4[b as usize] as u32);
+        lane(2 * t) | (lane(2 * t + 1) << 16)
+    }
 }
 
 /// Output channels prepared at once.
@@ -212,11 +272,11 @@ struct Codes {
 }
 
 impl Codes {
-    fn new(in_bits: u8, in_zp: i32) -> Self {
+    fn new(wbits: u8, in_bits: u8, in_zp: i32) -> Self {
         let h = -act_min(in_bits);
-        let s = spacing(in_bits);
+        let s = spacing(wbits, in_bits);
         Self {
-            ex: Extract { lut: spaced_table(s), cap: cap(in_bits), s, mask: (1 << s) - 1 },
+            ex: Extract { lut: spaced_table(s), cap: cap(wbits, in_bits), s, mask: (1 << s) - 1 },
             zu: in_zp + h,
             flip: h as u32 * 0x0101_0101,
             mask: (2 * h - 1) as u32 * 0x0101_0101,
@@ -253,12 +313,18 @@ struct Chan {
 }
 
 impl Chan {
-    fn new(w: &Weights<'_>, c: usize, nw: usize, zu: i32) -> Self {
+    /// Channel `c`, whose packed row is `rb` bytes.
+    fn new(w: &Weights<'_>, c: usize, rb: usize, zu: i32) -> Self {
         let mut bias = w.bias(c);
         if zu != 0 {
-            // Unused lanes of the last byte hold w = 0 (u = 2).
-            let su: i32 = w.row(c, nw).iter().map(|&b| USUM[b as usize] as i32).sum();
-            bias = bias.wrapping_sub(zu.wrapping_mul(su - 8 * nw as i32));
+            // Unused fields of the last byte hold w = 0.
+            let row = w.row(c, rb);
+            let sw: i32 = if w.bits == 2 {
+                row.iter().map(|&b| USUM[b as usize] as i32).sum::<i32>() - 8 * rb as i32
+            } else {
+                row.iter().map(|&b| NSUM[b as usize] as i32).sum()
+            };
+            bias = bias.wrapping_sub(zu.wrapping_mul(sw));
         }
         Self { bias, rq: Requant::new(w.requant(c)) }
     }
@@ -411,6 +477,7 @@ pub fn conv2d<M: PackedOps>(
     };
     let k = g.kh * g.kw * g.ic;
     let nw = k.div_ceil(4);
+    let rb = crate::pack::row_bytes(k, l.w.bits);
     // Words per row in the loops: a whole number of pairs (the pad word of
     // an odd row is zero in both the weights and the columns: no product).
     let np = nw.div_ceil(2) * 2;
@@ -428,8 +495,8 @@ pub fn conv2d<M: PackedOps>(
     let (raw, rest) = rest.split_at_mut(nw + 1);
     let prep = &mut rest[..nb * np];
     let input: &[u8] = bytemuck::cast_slice(input);
-    let codes = Codes::new(in_bits, in_zp);
-    let pad = codes.zu as u8;
+    let codes = Codes::new(l.w.bits, in_bits, in_zp);
+    let (pad, h) = (codes.zu as u8, woff(l.w.bits));
     let (sh, sw) = (l.stride_h as isize, l.stride_w as isize);
     let (pt, pl) = (l.pad.top as isize, l.pad.left as isize);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
@@ -454,24 +521,24 @@ pub fn conv2d<M: PackedOps>(
     for c0 in (0..oc_n).step_by(nb) {
         let c1 = (c0 + nb).min(oc_n);
         for (c, ch) in (c0..c1).zip(chans.iter_mut()) {
-            *ch = Chan::new(&l.w, c, nw, codes.zu);
+            *ch = Chan::new(&l.w, c, rb, codes.zu);
         }
         // Rows spaced once per call, interleaved by pairs (the odd last
         // channel paired with itself).
         for (i, pair) in prep.chunks_exact_mut(2 * np).take((c1 - c0).div_ceil(2)).enumerate() {
             let ca = c0 + 2 * i;
-            let rows = [l.w.row(ca, nw), l.w.row((ca + 1).min(c1 - 1), nw)];
+            let rows = [l.w.row(ca, rb), l.w.row((ca + 1).min(c1 - 1), rb)];
             for (t, wp) in pair[..2 * nw].chunks_exact_mut(2).enumerate() {
-                wp[0] = codes.ex.lut[rows[0][t] as usize];
-                wp[1] = codes.ex.lut[rows[1][t] as usize];
+                wp[0] = spaced_word(rows[0], l.w.bits, t, codes.ex.lut);
+                wp[1] = spaced_word(rows[1], l.w.bits, t, codes.ex.lut);
             }
             pair[2 * nw..].fill(0);
         }
         let mut pix = 0;
         while pix < npix {
             let pair = pix + 1 < npix;
-            let s0 = 2 * fill(raw, cols, 0, pix);
-            let s1 = 2 * fill(raw, cols, 1, if pair { pix + 1 } else { pix });
+            let s0 = h * fill(raw, cols, 0, pix);
+            let s1 = h * fill(raw, cols, 1, if pair { pix + 1 } else { pix });
             let (out0, out1) = output[pix * oc_n..].split_at_mut(oc_n);
             let mut oc = c0;
             while oc < c1 {
@@ -511,7 +578,7 @@ pub fn dense<M: PackedOps>(
     output: &mut [i8],
     scratch: &mut [u32],
 ) -> bool {
-    if !applies(l.w.bits, in_bits) {
+    if !applies_dense(l.w.bits, in_bits) {
         return false;
     }
     let k = input.len();
@@ -520,7 +587,7 @@ pub fn dense<M: PackedOps>(
         return false;
     }
     let n = (l.out_features as usize).min(output.len());
-    let codes = Codes::new(in_bits, in_zp);
+    let codes = Codes::new(l.w.bits, in_bits, in_zp);
     if codes.zu != 0 {
         return false;
     }
@@ -560,22 +627,28 @@ mod tests {
 
     #[test]
     fn caps_match_the_table() {
-        assert_eq!([cap(2), cap(3), cap(4)], [227, 48, 11]);
+        assert_eq!([cap(2, 2), cap(2, 3), cap(2, 4)], [227, 48, 11]);
+        assert_eq!([cap(4, 2), cap(4, 3), cap(4, 4)], [11, 4, 2]);
     }
 
     /// Brute force: the worst case of every lane stays exact for `cap` SMLADs.
     #[test]
     fn worst_case_stays_exact() {
         use super::super::mac::{Mac, Portable};
-        for bits in 2..=4u8 {
-            let s = spacing(bits);
-            let amax = (1u32 << bits) - 1;
-            let x = (amax + (amax << s)) * 0x0001_0001;
-            let w = lut(s)[0b0101_0101]; // every weight 1: u = 3
-            let mut acc = 0;
-            for n in 1..=cap(bits) {
-                acc = Portable::smlad(w, x, acc);
-                assert_eq!((acc >> s) & ((1 << s) - 1), (n as u32 * 4 * amax * 3) as i32, "bits {bits} n {n}");
+        for (wbits, umax) in [(2u8, 3u32), (4, 15)] {
+            for bits in 2..=4u8 {
+                let s = spacing(wbits, bits);
+                let amax = (1u32 << bits) - 1;
+                let x = (amax + (amax << s)) * 0x0001_0001;
+                // Every weight at its maximum, u = umax.
+                let w = if wbits == 2 { lut(s)[0b0101_0101] } else { LUT4[0x77] as u32 * 0x0001_0001 };
+                assert!(x & 0x8000_8000 == 0 && w & 0x8000_8000 == 0, "lanes below 2^15");
+                let mut acc = 0;
+                for n in 1..=cap(wbits, bits) {
+                    acc = Portable::smlad(w, x, acc);
+                    let want = (n as u32 * 4 * amax * umax) as i32;
+                    assert_eq!((acc >> s) & ((1 << s) - 1), want, "w{wbits} a{bits} n {n}");
+                }
             }
         }
     }
