@@ -31,7 +31,11 @@
 //!   lane word, no sign extension: (w0,w4) (w2,w6) (w1,w5) (w3,w7);
 //! - 2 bits: one word of sixteen weights, `(v << s) & 0xc000c000`, 16384
 //!   times the weight;
-//! - 3, 5, 6, 7 bits: eight weights from `bits` bytes, each sign-extended
+//! - 3, 5, 6, 7 bits: widened once per call into the scratch to the
+//!   nearest even form ([`nearest`]: 3 to 4, the others to 8; a
+//!   convolution's whole weights when they take at most [`WIDEN_MAX`]
+//!   bytes widened, a fully connected layer's four rows at a time), then run
+//!   as those; otherwise eight weights from `bits` bytes, each sign-extended
 //!   from its bit field, lanes (w0,w1) (w2,w3) ...
 //!
 //! The column is written in the matching lane order, so the decode needs no
@@ -188,6 +192,100 @@ fn decode<M: Mac, const BITS: u8>(g: &[u8], bits: u8) -> [u32; 8] {
         }
     }
     l
+}
+
+/// The form that runs `bits`-bit weights when the scratch has room for
+/// them widened: their own for 2, 4 and 8; the next wider one for the
+/// others (3 to 4, 5, 6 and 7 to 8).
+pub const fn nearest(bits: u8) -> u8 {
+    match bits {
+        2 | 4 | 8 => bits,
+        3 => 4,
+        _ => 8,
+    }
+}
+
+/// Most bytes of widened weights a convolution keeps in its scratch; a
+/// larger odd-width layer runs the odd-width form, decoding as it goes.
+pub const WIDEN_MAX: usize = 16 * 1024;
+
+/// Rows a fully connected layer widens at a time.
+const WIDEN_ROWS: usize = 4;
+
+/// Scratch bytes for the widened weights of an odd-width layer with `rows`
+/// rows of `k` weights (0 for 2, 4 and 8 bits, or when over the limit); a
+/// convolution widens every row, a fully connected layer four at a time.
+pub const fn widen_scratch(bits: u8, k: usize, rows: usize, conv: bool) -> usize {
+    if form(bits) != 0 {
+        return 0;
+    }
+    let rb = pack::row_bytes(k, nearest(bits));
+    let n = if conv { rows * rb } else { WIDEN_ROWS * rb };
+    if n > WIDEN_MAX {
+        0
+    } else {
+        n.div_ceil(4) * 4
+    }
+}
+
+/// Write rows `r0..r1` of `w` (odd width) at `to` bits (4 or 8, packed as
+/// [`crate::pack`] says) into `dst`, one after another.
+#[inline(never)]
+fn widen_rows(w: &Weights<'_>, r0: usize, r1: usize, k: usize, to: u8, dst: &mut [u8]) {
+    let (rb, rt) = (pack::row_bytes(k, w.bits), pack::row_bytes(k, to));
+    for (r, d) in (r0..r1).zip(dst.chunks_exact_mut(rt)) {
+        let row = w.row(r, rb);
+        match w.bits {
+            3 => widen_row::<3>(row, k, to, d),
+            5 => widen_row::<5>(row, k, to, d),
+            6 => widen_row::<6>(row, k, to, d),
+            _ => widen_row::<7>(row, k, to, d),
+        }
+    }
+}
+
+/// Field `i` of a group of eight `B`-bit weights, sign-extended.
+#[inline(always)]
+fn field<const B: usize>(v: u64, i: usize) -> u8 {
+    ((((v >> (B * i)) as u32) << (32 - B)) as i32 >> (32 - B)) as u8
+}
+
+/// One row of `B`-bit weights to `to` bits: eight weights from each `B`
+/// bytes, with constant shifts in whole groups.
+#[inline(always)]
+fn widen_row<const B: usize>(row: &[u8], k: usize, to: u8, dst: &mut [u8]) {
+    let full = k / 8;
+    for (g, bytes) in row.chunks_exact(B).take(full).enumerate() {
+        let mut v = 0u64;
+        for (i, &b) in bytes.iter().enumerate() {
+            v |= (b as u64) << (8 * i);
+        }
+        let f: [u8; 8] = core::array::from_fn(|i| field::<B>(v, i));
+        if to == 8 {
+            dst[8 * g..8 * g + 8].copy_from_slice(&f);
+        } else {
+            for (i, d) in dst[4 * g..4 * g + 4].iter_mut().enumerate() {
+                *d = (f[2 * i] & 15) | (f[2 * i + 1] << 4);
+            }
+        }
+    }
+    // The last, partial group (the stream's unused bits are zero).
+    if full * 8 < k {
+        let mut v = 0u64;
+        for (i, &b) in row[full * B..].iter().enumerate() {
+            v |= (b as u64) << (8 * i);
+        }
+        let tail = if to == 8 { &mut dst[8 * full..] } else { &mut dst[4 * full..] };
+        tail.fill(0);
+        for i in 0..k - 8 * full {
+            let f = field::<B>(v, i);
+            if to == 8 {
+                tail[i] = f;
+            } else {
+                tail[i / 2] |= (f & 15) << (4 * (i % 2));
+            }
+        }
+    }
 }
 
 /// Bits parameter of the generic code: the width, or 0 for the odd widths.
@@ -428,6 +526,16 @@ pub fn conv2d<M: packed::PackedOps>(
     if padded(k) > MAX_K || scratch.len() < conv2d_scratch(k) {
         return reference::conv2d(l, in_shape, in_zp, input, out_shape, output);
     }
+    let wide = widen_scratch(l.w.bits, k, l.out_c as usize, true);
+    if wide > 0 && scratch.len() >= wide + conv2d_scratch(k) {
+        // Odd widths: the nearest even form over the rows widened once.
+        let (buf, rest) = scratch.split_at_mut(wide);
+        let buf: &mut [u8] = bytemuck::cast_slice_mut(buf);
+        let to = nearest(l.w.bits);
+        widen_rows(&l.w, 0, l.out_c as usize, k, to, buf);
+        let l2 = Conv2d { w: Weights { bits: to, packed: buf, ..l.w }, ..*l };
+        return conv2d::<M>(&l2, in_shape, in_q, input, out_shape, output, rest);
+    }
     if let Some(buf) = words(scratch, usize::MAX) {
         if packed::conv2d::<M>(l, in_shape, in_q.bits, in_zp, input, out_shape, output, buf) {
             return;
@@ -569,21 +677,34 @@ pub fn dense<M: packed::PackedOps>(
             return;
         }
     }
-    match l.w.bits {
-        8 => dense_form::<M, 8>(l, in_zp, input, output, scratch),
-        4 => dense_form::<M, 4>(l, in_zp, input, output, scratch),
-        2 => dense_form::<M, 2>(l, in_zp, input, output, scratch),
+    let ws = widen_scratch(l.w.bits, k, 0, false);
+    let wide = ws > 0 && scratch.len() >= dense_scratch(k) + ws;
+    match (l.w.bits, wide) {
+        (8, _) => dense_form::<M, 8>(l, in_zp, input, output, scratch),
+        (4, _) | (3, true) => dense_form::<M, 4>(l, in_zp, input, output, scratch),
+        (2, _) => dense_form::<M, 2>(l, in_zp, input, output, scratch),
+        (_, true) => dense_form::<M, 8>(l, in_zp, input, output, scratch),
         _ => dense_form::<M, 0>(l, in_zp, input, output, scratch),
     }
 }
 
+/// The fully connected layer in the form for `BITS`-bit weights (0: the
+/// odd widths as stored); an odd-width layer given to a 4- or 8-bit form is
+/// widened [`WIDEN_ROWS`] rows at a time into the scratch after the column.
 fn dense_form<M: Mac, const BITS: u8>(l: &Dense<'_>, in_zp: i32, input: &[i8], output: &mut [i8], scratch: &mut [i8]) {
-    let bits = l.w.bits;
+    let bits = if BITS == 0 { l.w.bits } else { BITS };
     let k = input.len();
     let kp = padded(k);
-    let Some(col) = words(scratch, kp / 2) else {
+    let at = (scratch.as_ptr().align_offset(4) + 2 * kp).min(scratch.len());
+    let (head, tail) = scratch.split_at_mut(at);
+    let Some(col) = words(head, kp / 2) else {
         return reference::dense(l, in_zp, input, output);
     };
+    let widen = l.w.bits != bits;
+    let tail: &mut [u8] = bytemuck::cast_slice_mut(tail);
+    if widen && tail.len() < WIDEN_ROWS * pack::row_bytes(k, bits) {
+        return reference::dense(l, in_zp, input, output);
+    }
     let g = group_weights(bits);
     let p = perm(bits);
     {
@@ -599,7 +720,13 @@ fn dense_form<M: Mac, const BITS: u8>(l: &Dense<'_>, in_zp: i32, input: &[i8], o
     let mut o = 0;
     while o < n {
         let idx = [o, (o + 1).min(n - 1), (o + 2).min(n - 1), (o + 3).min(n - 1)];
-        let rows = [l.w.row(idx[0], rb), l.w.row(idx[1], rb), l.w.row(idx[2], rb), l.w.row(idx[3], rb)];
+        let rows = if widen {
+            widen_rows(&l.w, o, o + WIDEN_ROWS.min(n - o), k, bits, tail);
+            let t: &[u8] = tail;
+            idx.map(|r| &t[(r - o) * rb..(r - o + 1) * rb])
+        } else {
+            idx.map(|r| l.w.row(r, rb))
+        };
         let a = dot4x1::<M, BITS>(bits, rows, col);
         for i in 0..4.min(n - o) {
             output[o + i] = finish(&l.w, o + i, a[i], l.out.zero_point, lo, hi);

@@ -52,16 +52,19 @@ pub fn scratch_bytes(layer: &Layer<'_>, in_shape: Shape) -> usize {
         Layer::Conv2d(l) => {
             let k = l.kh as usize * l.kw as usize * in_shape.c as usize;
             let mut generic = fast::conv2d_scratch(k);
-            if l.w.bits == 2 || l.w.bits == 4 {
+            if matches!(fast::nearest(l.w.bits), 2 | 4) {
                 generic = generic.max(packed::conv2d_scratch(k, l.out_c as usize));
             }
+            generic += fast::widen_scratch(l.w.bits, k, l.out_c as usize, true);
             if first::applies(l, in_shape) {
                 generic.max(first::scratch(l, in_shape))
             } else {
                 generic
             }
         }
-        Layer::Dense(_) => fast::dense_scratch(in_shape.len()),
+        Layer::Dense(l) => {
+            fast::dense_scratch(in_shape.len()) + fast::widen_scratch(l.w.bits, in_shape.len(), 0, false)
+        }
         _ => 0,
     }
 }
