@@ -5,7 +5,8 @@
 //!   overrides where board files live (default `../boards`, as the host).
 //! - Writes `memory.x` (for cortex-m-rt's `link.x`) and `board.rs` (included
 //!   by `src/board.rs`) into `OUT_DIR`.
-//! - Emits `releq_counter` / `releq_link` cfgs for the board's counter and link.
+//! - Emits `releq_counter` / `releq_link` cfgs for the board's counter and
+//!   link, and `releq_emulated` for QEMU boards (semihosting is there).
 //! - Refuses to build for a target other than the board's.
 
 use std::env;
@@ -121,6 +122,10 @@ fn main() {
     let arena_bytes = int(&t, "arena_bytes", &file);
     let synth_bytes = int(&t, "synth_bytes", &file);
     let counter = string(&t, "counter", &file);
+    let emulated = match get(&t, "emulated", &file) {
+        toml::Value::Boolean(b) => *b,
+        v => fail(format!("{}: field `emulated` must be true or false, found {v}", file.display())),
+    };
     let link = string(&t, "link", &file);
     if !COUNTERS.contains(&counter) {
         fail(format!("{}: unknown counter {counter:?} (known: {COUNTERS:?})", file.display()));
@@ -206,4 +211,8 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(releq_link, values({}))", values(LINKS));
     println!("cargo:rustc-cfg=releq_counter=\"{counter}\"");
     println!("cargo:rustc-cfg=releq_link=\"{link}\"");
+    println!("cargo::rustc-check-cfg=cfg(releq_emulated)");
+    if emulated {
+        println!("cargo:rustc-cfg=releq_emulated");
+    }
 }
