@@ -6,7 +6,9 @@
 //! - Writes `memory.x` (for cortex-m-rt's `link.x`) and `board.rs` (included
 //!   by `src/board.rs`) into `OUT_DIR`.
 //! - Emits `releq_counter` / `releq_link` cfgs for the board's counter and
-//!   link, and `releq_emulated` for QEMU boards (semihosting is there).
+//!   link, `releq_emulated` for QEMU boards (semihosting is there), and for
+//!   real boards `releq_family` (the clock set-up in `src/clock/`) and
+//!   `releq_pin` (a timing pin); `memory.x` gets the RP2040's BOOT2 region.
 //! - Refuses to build for a target other than the board's.
 
 use std::env;
@@ -17,6 +19,10 @@ use std::path::{Path, PathBuf};
 const DEFAULT_BOARD: &str = "qemu-m4";
 const COUNTERS: &[&str] = &["icount-timer", "dwt", "systick"];
 const LINKS: &[&str] = &["qemu-uart", "rtt"];
+/// Chip families with a clock set-up in `src/clock/`.
+const FAMILIES: &[&str] = &["stm32f4", "stm32h7", "stm32l4", "nrf52", "rp2040"];
+/// Second-stage bootloaders `rp2040-boot2` provides (only W25Q080 is wired).
+const BOOT2: &[&str] = &["w25q080"];
 
 fn fail(msg: impl AsRef<str>) -> ! {
     // A panic in a build script prints the message and fails the build.
@@ -38,6 +44,13 @@ fn string<'a>(t: &'a toml::Table, key: &str, file: &Path) -> &'a str {
     match get(t, key, file) {
         toml::Value::String(s) => s,
         v => fail(format!("{}: field `{key}` must be a string, found {v}", file.display())),
+    }
+}
+
+fn boolean(t: &toml::Table, key: &str, file: &Path) -> bool {
+    match get(t, key, file) {
+        toml::Value::Boolean(b) => *b,
+        v => fail(format!("{}: field `{key}` must be true or false, found {v}", file.display())),
     }
 }
 
@@ -122,10 +135,7 @@ fn main() {
     let arena_bytes = int(&t, "arena_bytes", &file);
     let synth_bytes = int(&t, "synth_bytes", &file);
     let counter = string(&t, "counter", &file);
-    let emulated = match get(&t, "emulated", &file) {
-        toml::Value::Boolean(b) => *b,
-        v => fail(format!("{}: field `emulated` must be true or false, found {v}", file.display())),
-    };
+    let emulated = boolean(&t, "emulated", &file);
     let link = string(&t, "link", &file);
     if !COUNTERS.contains(&counter) {
         fail(format!("{}: unknown counter {counter:?} (known: {COUNTERS:?})", file.display()));
@@ -152,11 +162,61 @@ fn main() {
         fail(format!("{}: qemu.icount_shift {icount_shift} is out of range 0..=10", file.display()));
     }
 
+    // Real boards: [hardware] (chip, clock family, flash, caches, pin, boot2).
+    let hw = match t.get("hardware") {
+        Some(toml::Value::Table(h)) => Some(h),
+        Some(v) => fail(format!("{}: `hardware` must be a table, found {v}", file.display())),
+        None if !emulated => {
+            fail(format!("{}: a real board (emulated = false) needs a [hardware] table", file.display()))
+        }
+        None => None,
+    };
+    let family = hw.map(|h| string(h, "family", &file));
+    if let Some(f) = family {
+        if !FAMILIES.contains(&f) {
+            fail(format!("{}: unknown hardware.family {f:?} (known: {FAMILIES:?})", file.display()));
+        }
+    }
+    let wait_states = hw.map_or(0, |h| int(h, "flash_wait_states", &file));
+    let (icache, dcache) = hw.map_or((false, false), |h| (boolean(h, "icache", &file), boolean(h, "dcache", &file)));
+    let chip = hw.map_or(String::new(), |h| string(h, "chip", &file).to_owned());
+    let pin = match hw.and_then(|h| h.get("timing_pin")) {
+        Some(toml::Value::Table(p)) => Some((int(p, "port", &file), int(p, "pin", &file))),
+        Some(v) => fail(format!("{}: hardware.timing_pin must be {{ port, pin }}, found {v}", file.display())),
+        None => None,
+    };
+    if let Some((port, n)) = pin {
+        if port > 10 || n > 31 {
+            fail(format!("{}: hardware.timing_pin {{ port = {port}, pin = {n} }} is out of range", file.display()));
+        }
+    }
+    let boot2 = match hw.and_then(|h| h.get("boot2")) {
+        Some(toml::Value::String(b)) if BOOT2.contains(&b.as_str()) => Some(b.clone()),
+        Some(v) => fail(format!("{}: hardware.boot2 must be one of {BOOT2:?}, found {v}", file.display())),
+        None => None,
+    };
+    if (family == Some("rp2040")) != boot2.is_some() {
+        fail(format!("{}: hardware.boot2 is needed by, and only by, family rp2040", file.display()));
+    }
+
+    let (flash_origin, flash_length) = (int(flash, "origin", &file), int(flash, "length", &file));
+    let mut regions = String::new();
+    let mut sections = String::new();
+    let (code_origin, code_length) = if boot2.is_some() {
+        // The RP2040 boot ROM loads the first 256 bytes of flash (boot2).
+        let _ = writeln!(regions, "  BOOT2 : ORIGIN = {flash_origin:#010x}, LENGTH = 0x100");
+        sections.push_str(
+            "SECTIONS {\n  .boot2 ORIGIN(BOOT2) :\n  {\n    KEEP(*(.boot2));\n  } > BOOT2\n} INSERT BEFORE .text;\n",
+        );
+        (flash_origin + 0x100, flash_length - 0x100)
+    } else {
+        (flash_origin, flash_length)
+    };
     let memory_x = format!(
         "/* Generated by releq-firmware's build.rs from {file} -- do not edit. */\n\
-         MEMORY\n{{\n  FLASH : ORIGIN = {:#010x}, LENGTH = {:#010x}\n  RAM : ORIGIN = {:#010x}, LENGTH = {:#010x}\n}}\n",
-        int(flash, "origin", &file),
-        int(flash, "length", &file),
+         MEMORY\n{{\n{regions}  FLASH : ORIGIN = {:#010x}, LENGTH = {:#010x}\n  RAM : ORIGIN = {:#010x}, LENGTH = {:#010x}\n}}\n{sections}",
+        code_origin,
+        code_length,
         int(ram, "origin", &file),
         int(ram, "length", &file),
         file = file.display(),
@@ -180,7 +240,7 @@ fn main() {
 
     let mut rs = String::new();
     let _ = writeln!(rs, "// Generated by releq-firmware's build.rs from {} -- do not edit.", file.display());
-    let consts: [(&str, &str, String); 11] = [
+    let consts: [(&str, &str, String); 17] = [
         ("Board name, as in `boards/`.", "NAME: &str", format!("{name:?}")),
         ("Core, e.g. `cortex-m4`.", "CORE: &str", format!("{core:?}")),
         ("Core clock in Hz.", "CLOCK_HZ: u32", format!("{clock_hz}")),
@@ -191,6 +251,12 @@ fn main() {
         ("The board's counter (`counter` in the board file).", "COUNTER: &str", format!("{counter:?}")),
         ("The board's link (`link` in the board file).", "LINK: &str", format!("{link:?}")),
         ("QEMU `-icount shift=N` (0 on hardware).", "ICOUNT_SHIFT: u32", format!("{icount_shift}")),
+        ("probe-rs chip name (empty under QEMU).", "CHIP: &str", format!("{chip:?}")),
+        ("Flash wait states the clock set-up programs.", "FLASH_WAIT_STATES: u32", format!("{wait_states}")),
+        ("Instruction cache on.", "ICACHE: bool", format!("{icache}")),
+        ("Data cache on.", "DCACHE: bool", format!("{dcache}")),
+        ("Timing pin's GPIO port (0 = A / P0).", "PIN_PORT: u32", format!("{}", pin.map_or(0, |p| p.0))),
+        ("Timing pin's number in its port.", "PIN_NUMBER: u32", format!("{}", pin.map_or(0, |p| p.1))),
         (
             "Firmware version and a hash of its sources (firmware, common, board file).",
             "FIRMWARE: &str",
@@ -212,6 +278,16 @@ fn main() {
     println!("cargo:rustc-cfg=releq_counter=\"{counter}\"");
     println!("cargo:rustc-cfg=releq_link=\"{link}\"");
     println!("cargo::rustc-check-cfg=cfg(releq_emulated)");
+    println!("cargo::rustc-check-cfg=cfg(releq_family, values({}))", values(FAMILIES));
+    println!("cargo::rustc-check-cfg=cfg(releq_pin)");
+    println!("cargo::rustc-check-cfg=cfg(releq_hardware)");
+    if let Some(f) = family {
+        println!("cargo:rustc-cfg=releq_family=\"{f}\"");
+        println!("cargo:rustc-cfg=releq_hardware");
+    }
+    if pin.is_some() {
+        println!("cargo:rustc-cfg=releq_pin");
+    }
     if emulated {
         println!("cargo:rustc-cfg=releq_emulated");
     }

@@ -5,7 +5,8 @@
 //! ([`serve`]): `Info`, `Run` (the model, every layer timed alone),
 //! `TimeLayer` (a synthetic layer of a given shape, [`synth`]) and `Stats`
 //! (peak stack since boot, from the paint [`stack`] puts at boot). Layer costs
-//! come from the board's counter ([`counter`]); frames travel over the
+//! come from the board's counter ([`counter`]); a real board's clock and
+//! timing pin are set up by [`clock`]; frames travel over the
 //! board's [`link`]: the CMSDK UART ([`uart`], link `qemu-uart`) or RTT
 //! ([`rtt`], link `rtt`). Logs are defmt: over semihosting on the UART
 //! boards, on RTT up channel 0 on the RTT boards; never on the frame link.
@@ -22,6 +23,7 @@
 
 mod blob;
 mod board;
+mod clock;
 mod counter;
 mod link;
 #[cfg(releq_link = "rtt")]
@@ -58,6 +60,8 @@ mod selftest;
 fn main() -> ! {
     // First, while the stack holds only this frame: paint the rest.
     stack::paint();
+    // The core clock (real boards; nothing under QEMU).
+    clock::init();
     // Then RTT, so that the first log has a channel.
     #[cfg(releq_link = "rtt")]
     let link = rtt::init();
@@ -89,7 +93,7 @@ fn main() -> ! {
     defmt::info!("timer overhead {} {}", counter.overhead(), counter::UNIT.name());
     #[cfg(releq_link = "qemu-uart")]
     let link = uart::Uart::init();
-    serve::serve(link, serve::State { counter, arena, params, blob })
+    serve::serve(link, serve::State { counter, arena, params, blob, pin: clock::TimingPin::init() })
 }
 
 #[cfg(releq_emulated)]

@@ -8,6 +8,7 @@
 //! host's timeouts can be tested.
 
 use crate::blob::Blob;
+use crate::clock::{OutputPin, TimingPin};
 use crate::counter::{self, Counter};
 use crate::link::Link;
 use crate::{board, stack, synth};
@@ -27,6 +28,8 @@ pub struct State {
     pub params: &'static mut [u8],
     /// The model found at boot.
     pub blob: Blob,
+    /// High for the length of each inference (`Run`), for a logic analyser.
+    pub pin: TimingPin,
 }
 
 /// Serve requests forever.
@@ -130,11 +133,13 @@ fn run<'s>(state: &'s mut State, input: &[u8]) -> Response<'s> {
         return Response::Error(DeviceError::Run(e));
     }
     let mut counts = heapless::Vec::new();
+    let _ = state.pin.set_high(); // Infallible
     for i in 0..plan.model.layers.len() {
         let arena = &mut *state.arena;
         let count = state.counter.measure(|| plan.run_layer(i, arena));
         let _ = counts.push(count); // layers <= MAX_LAYERS = capacity
     }
+    let _ = state.pin.set_low();
     defmt::debug!("run: {} layers", counts.len());
     let overhead = state.counter.overhead();
     Response::Run(RunResult { output: as_u8(plan.output_of(state.arena)), counts, overhead })
