@@ -25,6 +25,7 @@ const XOSC: usize = 0x4002_4000;
 const PLL_SYS: usize = 0x4002_8000;
 const CLOCKS: usize = 0x4000_8000;
 const RESETS: usize = 0x4000_C000;
+const SET: usize = 0x2000; // atomic bit-set alias
 const CLR: usize = 0x3000; // atomic bit-clear alias
 const IO_BANK0: usize = 0x4001_4000;
 const SIO: usize = 0xD000_0000;
@@ -36,8 +37,10 @@ const POSTDIV2: u32 = 2;
 const _: () = assert!(XOSC_HZ * FBDIV / POSTDIV1 / POSTDIV2 == board::CLOCK_HZ, "PLL_SYS does not give clock_hz");
 const _: () = assert!(board::FLASH_WAIT_STATES == 0, "the RP2040 has no flash wait-state setting");
 
-/// Take blocks out of reset and wait until they are.
+/// Reset blocks (whatever state a debugger or an earlier run left them
+/// in), take them out of reset and wait until they are.
 fn unreset(bits: u32) {
+    reg::write(RESETS + SET, bits);
     reg::write(RESETS + CLR, bits);
     reg::wait(RESETS + 0x8, bits, bits); // RESET_DONE
 }
