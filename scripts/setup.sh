@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what releq needs on a fresh Debian machine with rustup:
-#   - the thumb rustup targets the firmware builds for,
+#   - the thumb rustup targets the firmware builds for (every board in boards/:
+#     thumbv7em for the M4/M7 boards, thumbv7m for qemu-m3, thumbv6m for the
+#     RP2040),
 #   - qemu-system-arm (the default device, an emulated Cortex-M4),
 #   - MNIST and Fashion-MNIST in ./data (or $RELEQ_DATA); see scripts/setup-data.sh.
 # Safe to run again: it skips what is already there.

@@ -8,8 +8,9 @@
 //! host's timeouts can be tested.
 
 use crate::blob::Blob;
+use crate::clock::{OutputPin, TimingPin};
 use crate::counter::{self, Counter};
-use crate::uart::Uart;
+use crate::link::Link;
 use crate::{board, stack, synth};
 use releq_common::protocol::{
     encode_frame, DeviceError, DeviceInfo, FrameError, FrameReader, LayerSpec, LayerTime, ModelStatus, Push, Request,
@@ -27,14 +28,25 @@ pub struct State {
     pub params: &'static mut [u8],
     /// The model found at boot.
     pub blob: Blob,
+    /// High for the length of each inference (`Run`), for a logic analyser.
+    pub pin: TimingPin,
 }
 
 /// Serve requests forever.
-pub fn serve(mut uart: Uart, mut state: State) -> ! {
+pub fn serve(mut link: impl Link, mut state: State) -> ! {
     let mut reader = FrameReader::<MAX_FRAME>::new();
     let mut tx = [0u8; MAX_FRAME];
+    let mut rx = [0u8; 64];
+    let (mut pos, mut len) = (0, 0);
     loop {
-        let request = match reader.push(uart.read_byte()) {
+        if pos == len {
+            len = link.read(&mut rx);
+            pos = 0;
+            continue;
+        }
+        let byte = rx[pos];
+        pos += 1;
+        let request = match reader.push(byte) {
             Push::Pending => continue,
             Push::Overflow => Err(FrameError::Overflow),
             Push::Frame(n) => reader.take::<Request<'_>>(n),
@@ -47,11 +59,11 @@ pub fn serve(mut uart: Uart, mut state: State) -> ! {
                 Response::Error(DeviceError::Frame(*e))
             }
         };
-        send(&mut uart, &mut tx, &response);
+        send(&mut link, &mut tx, &response);
         if cfg!(feature = "hang") && handshake {
             defmt::warn!("`hang` feature: answering nothing more");
             loop {
-                uart.read_byte();
+                link.read(&mut rx);
             }
         }
     }
@@ -59,7 +71,7 @@ pub fn serve(mut uart: Uart, mut state: State) -> ! {
 
 /// Encode and send one response; one too large for a frame becomes
 /// [`DeviceError::ResponseTooLarge`].
-fn send(uart: &mut Uart, tx: &mut [u8; MAX_FRAME], response: &Response<'_>) {
+fn send(link: &mut impl Link, tx: &mut [u8; MAX_FRAME], response: &Response<'_>) {
     let len = match encode_frame(response, tx) {
         Ok(frame) => frame.len(),
         Err(_) => match encode_frame(&Response::Error(DeviceError::ResponseTooLarge), tx) {
@@ -67,7 +79,7 @@ fn send(uart: &mut Uart, tx: &mut [u8; MAX_FRAME], response: &Response<'_>) {
             Err(_) => return, // a one-byte error always fits: unreachable
         },
     };
-    uart.write_all(&tx[..len]);
+    link.write_all(&tx[..len]);
 }
 
 fn handle<'s>(state: &'s mut State, request: &Request<'_>) -> Response<'s> {
@@ -121,11 +133,13 @@ fn run<'s>(state: &'s mut State, input: &[u8]) -> Response<'s> {
         return Response::Error(DeviceError::Run(e));
     }
     let mut counts = heapless::Vec::new();
+    let _ = state.pin.set_high(); // Infallible
     for i in 0..plan.model.layers.len() {
         let arena = &mut *state.arena;
         let count = state.counter.measure(|| plan.run_layer(i, arena));
         let _ = counts.push(count); // layers <= MAX_LAYERS = capacity
     }
+    let _ = state.pin.set_low();
     defmt::debug!("run: {} layers", counts.len());
     let overhead = state.counter.overhead();
     Response::Run(RunResult { output: as_u8(plan.output_of(state.arena)), counts, overhead })

@@ -37,6 +37,9 @@ fn region() -> (usize, usize) {
 /// after reading SP (shrink-wrapping), into words it then paints.
 pub fn paint() {
     let (bottom, _) = region();
+    // Thumb-1 instructions only (valid on every Cortex-M, the M0+ too), on
+    // fixed low registers as Thumb-1 requires: r0 the pointer, r1 the
+    // word-aligned stack pointer, r2 the pattern.
     // SAFETY: writes `PATTERN` to the words of `[bottom, sp)`: RAM reserved
     // for the stack by the linker script, word aligned (`link.x` asserts
     // `_stack_end % 4 == 0`; SP is rounded down to a word), strictly below
@@ -44,17 +47,19 @@ pub fn paint() {
     // there. `nostack`: the asm itself pushes nothing.
     unsafe {
         core::arch::asm!(
-            "mov {sp}, sp",
-            "bic {sp}, {sp}, #3",
+            "mov r1, sp",
+            "lsrs r1, r1, #2",
+            "lsls r1, r1, #2",
             "2:",
-            "cmp {p}, {sp}",
+            "cmp r0, r1",
             "bhs 3f",
-            "str {pattern}, [{p}], #4",
+            "str r2, [r0]",
+            "adds r0, #4",
             "b 2b",
             "3:",
-            p = inout(reg) bottom => _,
-            sp = out(reg) _,
-            pattern = in(reg) PATTERN,
+            inout("r0") bottom => _,
+            out("r1") _,
+            in("r2") PATTERN,
             options(nostack),
         );
     }

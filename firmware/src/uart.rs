@@ -1,9 +1,11 @@
 //! Minimal polled driver for the CMSDK APB UART0 of the MPS2 boards (the
-//! `qemu-uart` link). It carries only protocol frames: logs go elsewhere.
+//! `qemu-uart` link, a [`Link`]). It carries only protocol frames: logs go
+//! elsewhere.
 //!
 //! Registers: DATA (+0x0), STATE (+0x4: bit 0 TX full, bit 1 RX full), CTRL
 //! (+0x8: bit 0 TX enable, bit 1 RX enable), BAUDDIV (+0x10, at least 16).
 
+use crate::link::Link;
 use core::ptr::{read_volatile, write_volatile};
 
 const BASE: usize = 0x4000_4000;
@@ -48,19 +50,30 @@ impl Uart {
         }
     }
 
-    /// Send all bytes.
-    pub fn write_all(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_byte(b);
-        }
-    }
-
     /// Receive one byte, waiting until one arrives.
     pub fn read_byte(&mut self) -> u8 {
         // SAFETY: see `init`.
         unsafe {
             while read_volatile(STATE) & STATE_RX_FULL == 0 {}
             read_volatile(DATA) as u8
+        }
+    }
+}
+
+impl Link for Uart {
+    fn read(&mut self, buf: &mut [u8]) -> usize {
+        match buf.first_mut() {
+            Some(b) => {
+                *b = self.read_byte();
+                1
+            }
+            None => 0,
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_byte(b);
         }
     }
 }

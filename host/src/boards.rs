@@ -75,6 +75,41 @@ pub struct QemuConfig {
     pub icount_shift: u8,
 }
 
+/// A GPIO pin: `port` 0 = A (STM32) / P0 (nRF), `pin` within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// GPIO port index (0 = A or P0).
+    pub port: u8,
+    /// Pin number in the port.
+    pub pin: u8,
+}
+
+/// Chip families whose clock set-up the firmware has (`firmware/src/clock/`).
+pub const FAMILIES: [&str; 5] = ["stm32f4", "stm32h7", "stm32l4", "nrf52", "rp2040"];
+
+/// What a real board's firmware and a probe need to know about its chip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hardware {
+    /// probe-rs chip name, e.g. `STM32F446RETx`.
+    pub chip: String,
+    /// Chip family of the firmware's clock set-up, one of [`FAMILIES`].
+    pub family: String,
+    /// Flash wait states at `clock_hz`.
+    pub flash_wait_states: u8,
+    /// Instruction cache (or flash accelerator) on.
+    pub icache: bool,
+    /// Data cache on.
+    pub dcache: bool,
+    /// Pin raised for the length of each inference (for a logic analyser).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing_pin: Option<Pin>,
+    /// RP2040 second-stage bootloader (`w25q080`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot2: Option<String>,
+}
+
 /// One board, as described by `boards/<name>.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +141,9 @@ pub struct Board {
     /// How to start it under QEMU (emulated boards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qemu: Option<QemuConfig>,
+    /// The chip, its clock set-up and pins (real boards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<Hardware>,
 }
 
 /// Why a board could not be loaded.
@@ -250,6 +288,66 @@ impl Board {
         if self.blob.address.checked_add(self.blob.max_bytes.saturating_sub(1)).is_none() {
             return Err("blob region runs past the 32-bit address space".into());
         }
+        let (blob_start, blob_end) = (self.blob.address as u64, self.blob.address as u64 + self.blob.max_bytes as u64);
+        for (what, r) in [("memory.flash", self.memory.flash), ("memory.ram", self.memory.ram)] {
+            let (start, end) = (r.origin as u64, r.origin as u64 + r.length as u64);
+            if blob_start < end && start < blob_end {
+                return Err(format!(
+                    "the blob region ({blob_start:#x}..{blob_end:#x}) overlaps {what} ({start:#x}..{end:#x}): the firmware would overwrite the model"
+                ));
+            }
+        }
+        let m0 = matches!(self.core.as_str(), "cortex-m0" | "cortex-m0plus");
+        if m0 != (self.target == "thumbv6m-none-eabi") {
+            return Err(format!("core {} does not run target {}", self.core, self.target));
+        }
+        match self.counter {
+            CounterKind::Dwt if m0 => {
+                return Err(format!("counter dwt: a {} has no DWT cycle counter (use systick)", self.core))
+            }
+            CounterKind::Systick if !m0 => {
+                return Err(format!("counter systick is for Cortex-M0/M0+ (a {} has the DWT: use dwt)", self.core))
+            }
+            CounterKind::Dwt | CounterKind::Systick if self.emulated => {
+                return Err(
+                    "QEMU emulates neither DWT nor SysTick cycle counts: emulated boards use icount-timer".into()
+                )
+            }
+            _ => {}
+        }
+        match (&self.hardware, self.emulated) {
+            (None, false) => return Err("a real board (emulated = false) needs a [hardware] table".into()),
+            (Some(_), true) => return Err("an emulated board has no [hardware] table".into()),
+            (Some(h), false) => {
+                if !FAMILIES.contains(&h.family.as_str()) {
+                    return Err(format!("hardware.family {:?} is not one of {FAMILIES:?}", h.family));
+                }
+                if (h.family == "rp2040") != h.boot2.is_some() {
+                    return Err("hardware.boot2 is needed by, and only by, family rp2040".into());
+                }
+                if h.boot2.as_deref().is_some_and(|b| b != "w25q080") {
+                    return Err(format!(
+                        "hardware.boot2 {:?} is not one of [\"w25q080\"]",
+                        h.boot2.as_deref().unwrap_or("")
+                    ));
+                }
+                if let Some(p) = h.timing_pin {
+                    if p.port > 10 || p.pin > 31 {
+                        return Err(format!(
+                            "hardware.timing_pin {{ port = {}, pin = {} }} is out of range",
+                            p.port, p.pin
+                        ));
+                    }
+                }
+                if h.chip.is_empty() {
+                    return Err("hardware.chip (the probe-rs chip name) is empty".into());
+                }
+                if self.link != LinkKind::Rtt {
+                    return Err("a real board talks RTT: link must be \"rtt\"".into());
+                }
+            }
+            (None, true) => {}
+        }
         match (&self.qemu, self.emulated, self.counter, self.link) {
             (None, true, ..) => return Err("emulated boards need a [qemu] table".into()),
             (None, _, CounterKind::IcountTimer, _) => {
@@ -281,7 +379,17 @@ mod tests {
     fn every_repo_board_loads_and_is_consistent() {
         let boards = list().unwrap();
         let names: Vec<&str> = boards.iter().map(|b| b.name.as_str()).collect();
-        for n in ["qemu-m3", "qemu-m4", "qemu-m7"] {
+        for n in [
+            "qemu-m3",
+            "qemu-m4",
+            "qemu-m4-rtt",
+            "qemu-m7",
+            "nucleo-f446re",
+            "nrf52840-dk",
+            "nucleo-h743zi",
+            "rpi-pico",
+            "nucleo-l4r5zi",
+        ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
         for b in &boards {
@@ -363,5 +471,59 @@ mod tests {
         assert!(Board::from_toml(&tiny_blob).unwrap_err().to_string().contains("header"));
         let wild_shift = m4_text().replace("icount_shift = 6", "icount_shift = 40");
         assert!(Board::from_toml(&wild_shift).unwrap_err().to_string().contains("icount_shift"));
+    }
+
+    #[test]
+    fn real_board_facts() {
+        let real: Vec<Board> = list().unwrap().into_iter().filter(|b| !b.emulated).collect();
+        assert_eq!(real.len(), 5);
+        for b in &real {
+            let h = b.hardware.as_ref().unwrap();
+            assert_eq!(b.link, LinkKind::Rtt, "{}", b.name);
+            assert!(b.qemu.is_none(), "{}", b.name);
+            assert!(h.timing_pin.is_some(), "{}: every board here has a free LED pin", b.name);
+            // RTT rings (9 KiB) and a stack must fit beside the buffers.
+            assert!(b.arena_bytes + b.synth_bytes + 9 * 1024 + 8 * 1024 <= b.memory.ram.length, "{}", b.name);
+        }
+        let f446 = load("nucleo-f446re").unwrap();
+        let h = f446.hardware.as_ref().unwrap();
+        assert_eq!((h.chip.as_str(), h.family.as_str(), h.flash_wait_states), ("STM32F446RETx", "stm32f4", 5));
+        assert_eq!((f446.clock_hz, f446.counter), (180_000_000, CounterKind::Dwt));
+        let pico = load("rpi-pico").unwrap();
+        assert_eq!((pico.target.as_str(), pico.counter), ("thumbv6m-none-eabi", CounterKind::Systick));
+        assert_eq!(pico.hardware.as_ref().unwrap().boot2.as_deref(), Some("w25q080"));
+        let h7 = load("nucleo-h743zi").unwrap();
+        assert_eq!((h7.core.as_str(), h7.memory.ram.origin), ("cortex-m7", 0x2000_0000), "RTT in DTCM");
+        assert!(h7.hardware.as_ref().unwrap().dcache);
+        assert_eq!(load("nucleo-l4r5zi").unwrap().hardware.unwrap().chip, "STM32L4R5ZITx");
+        assert_eq!(load("nrf52840-dk").unwrap().clock_hz, 64_000_000);
+        let rtt = load("qemu-m4-rtt").unwrap();
+        assert_eq!((rtt.link, rtt.counter, rtt.emulated), (LinkKind::Rtt, CounterKind::IcountTimer, true));
+    }
+
+    fn f446_text() -> String {
+        std::fs::read_to_string(boards_dir().join("nucleo-f446re.toml")).unwrap()
+    }
+
+    #[test]
+    fn hardware_checks() {
+        let bad = |text: String, needle: &str| {
+            let e = Board::from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle:?} not in {e}");
+        };
+        assert!(Board::from_toml(&f446_text()).is_ok());
+        bad(f446_text().split("[hardware]").next().unwrap().to_owned(), "[hardware]");
+        bad(f446_text().replace("address = 0x2001_4000", "address = 0x2000_8000"), "overlaps memory.ram");
+        bad(f446_text().replace("family = \"stm32f4\"", "family = \"esp32\""), "esp32");
+        bad(f446_text().replace("counter = \"dwt\"", "counter = \"systick\""), "systick");
+        bad(f446_text().replace("link = \"rtt\"", "link = \"qemu-uart\""), "rtt");
+        bad(
+            f446_text().replace("target = \"thumbv7em-none-eabihf\"", "target = \"thumbv6m-none-eabi\""),
+            "does not run",
+        );
+        bad(f446_text().replace("flash_wait_states = 5", "flash_wait_states = 5\nboot2 = \"w25q080\""), "boot2");
+        bad(f446_text().replace("pin = 5 }", "pin = 40 }"), "timing_pin");
+        bad(f446_text().replace("icache = true", "icache = true\nfpu = true"), "fpu");
+        bad(m4_text().replace("counter = \"icount-timer\"", "counter = \"dwt\""), "QEMU emulates neither");
     }
 }

@@ -407,7 +407,7 @@ fn build_failures_are_explained() {
     b.name = "test-no-such-board".into();
     let e = build_firmware(&b, &[]).unwrap_err();
     let LinkError::Build { stderr_tail, .. } = &e else { panic!("{e}") };
-    assert!(stderr_tail.contains("available boards: qemu-m3, qemu-m4, qemu-m7"), "{e}");
+    assert!(stderr_tail.contains("available boards: ") && stderr_tail.contains("qemu-m3, qemu-m4, "), "{e}");
 }
 
 #[test]

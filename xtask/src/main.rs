@@ -13,11 +13,14 @@
 //!   at many weight / activation bit pairs (`TimeLayer`), LeNet-5 whole-model
 //!   totals on qemu-m4 and qemu-m7, the firmware's inference code size and
 //!   its peak stack ([`kernels`]).
+//! - `cargo xtask size`: build every board's firmware and print its flash
+//!   and static RAM ([`fwsize`]; `cargo xtask test` prints the same table).
 //!
 //! The `cargo xtask` alias builds xtask in release, so the host library it
 //! links shares its build with the `releq` binary.
 
 mod codesize;
+mod fwsize;
 mod kernels;
 
 use anyhow::{bail, Context as _};
@@ -40,6 +43,8 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Build every board's firmware and print its flash and static RAM.
+    Size,
     /// Benchmarks on QEMU boards (without a subcommand: `lenet5`).
     Bench {
         #[command(subcommand)]
@@ -204,6 +209,36 @@ pub(crate) fn run(dir: &Path, program: &str, args: &[&str], envs: &[(&str, Strin
 }
 
 /// Every board file's name and rust target, read from `boards/*.toml`.
+/// Build every board's firmware (cargo skips what is up to date) and print
+/// the size table.
+fn size(root: &Path) -> anyhow::Result<()> {
+    let fw = root.join("firmware");
+    for (name, target) in boards(root)? {
+        let target_dir = format!("target/{name}");
+        let args = ["build", "--release", "-q", "--target", &target, "--target-dir", &target_dir];
+        run(&fw, "cargo", &args, &[("RELEQ_BOARD", name.clone())])?;
+    }
+    size_table(root)
+}
+
+/// The size table of the boards' firmware, built already in `firmware/target/<board>`.
+fn size_table(root: &Path) -> anyhow::Result<()> {
+    let dir = root.join("boards");
+    let rows: Vec<fwsize::Row> = releq_host::boards::list_in(&dir)?
+        .into_iter()
+        .map(|b| fwsize::Row {
+            elf: root.join("firmware/target").join(&b.name).join(&b.target).join("release/releq-firmware"),
+            board: b.name,
+            target: b.target,
+            flash_len: b.memory.flash.length,
+            ram_len: b.memory.ram.length,
+            clock_hz: b.clock_hz,
+            emulated: b.emulated,
+        })
+        .collect();
+    fwsize::print_table(&rows)
+}
+
 fn boards(root: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     let dir = root.join("boards");
@@ -251,6 +286,7 @@ fn test(no_lint: bool) -> anyhow::Result<()> {
             run(&fw, "cargo", &args, &[("RELEQ_BOARD", name.clone())])?;
         }
     }
+    size_table(&root)?;
     if !no_lint {
         run(&fw, "cargo", &["fmt", "--all", "--check"], &[])?;
     }
@@ -266,6 +302,7 @@ fn test(no_lint: bool) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Test { no_lint } => test(no_lint),
+        Cmd::Size => size(&root()),
         Cmd::Bench { which: None, board } | Cmd::Bench { which: Some(Bench::Lenet5 { board }), .. } => bench(&board),
         Cmd::Bench { which: Some(Bench::Kernels(args)), .. } => kernels::bench(&root(), &args),
     }

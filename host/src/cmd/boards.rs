@@ -22,12 +22,12 @@ impl Boards {
             return Ok(());
         }
         println!(
-            "{:<10} {:<10} {:<22} {:>8} {:<14} {:<9} description",
+            "{:<14} {:<13} {:<22} {:>8} {:<14} {:<9} description",
             "name", "core", "target", "MHz", "counter", "kind"
         );
         for b in boards {
             println!(
-                "{:<10} {:<10} {:<22} {:>8} {:<14} {:<9} {}",
+                "{:<14} {:<13} {:<22} {:>8} {:<14} {:<9} {}",
                 b.name,
                 b.core,
                 b.target,

@@ -33,8 +33,12 @@ impl DeviceArgs {
     pub fn start(&self, board: &Board, blob: Option<&Path>) -> anyhow::Result<QemuDevice> {
         if !board.emulated {
             anyhow::bail!(
-                "board {} is real hardware; only emulated (QEMU) boards are supported by this build",
-                board.name
+                "board {} is real hardware: its firmware builds (RELEQ_BOARD={} cargo build --release --target {} in firmware/), \
+                 but this build of releq cannot flash or talk to a probe yet; use an emulated board (qemu-m4, or qemu-m4-rtt \
+                 for the RTT link)",
+                board.name,
+                board.name,
+                board.target
             );
         }
         let opts = QemuOptions {

@@ -6,13 +6,22 @@
 //! ([`Device::time_layer`]), and its resource statistics, the peak stack
 //! since boot ([`Device::stats`]). Backends:
 //!
-//! - [`qemu::QemuDevice`]: the firmware under QEMU (the default device);
-//!   frames over the emulated UART (a unix socket), the model blob put in
-//!   RAM by QEMU's loader device.
+//! - [`qemu::QemuDevice`]: the firmware under QEMU (the default device), the
+//!   model blob put in RAM by QEMU's loader device. Frames travel over the
+//!   board's link: the emulated UART (a unix socket, [`uart`]) for
+//!   `qemu-uart` boards, or RTT read and written through QEMU's gdbstub
+//!   ([`gdb_rtt`], [`rtt`], [`gdb`]) for `qemu-m4-rtt`, which runs the
+//!   firmware code of the real boards.
 //!
-//! Every failure is a [`LinkError`] that says what to do about it.
+//! The request/response framing is shared by every link ([`link`]). Every
+//! failure is a [`LinkError`] that says what to do about it.
 
+pub mod gdb;
+pub mod gdb_rtt;
+pub mod link;
 pub mod qemu;
+pub mod rtt;
+pub mod uart;
 
 pub use qemu::{build_firmware, firmware_dir, QemuDevice, QemuOptions};
 use releq_common::protocol::{CounterUnit, DeviceError, DeviceInfo, FrameError, LayerSpec, ModelStatus, Response};
@@ -209,6 +218,20 @@ pub enum LinkError {
         status: String,
         /// The last lines cargo printed.
         stderr_tail: String,
+    },
+    /// The RTT control block is missing, never set up, or inconsistent.
+    #[error("RTT: {reason}")]
+    Rtt {
+        /// What is wrong, naming the address or field.
+        reason: String,
+    },
+    /// The target (or the emulator's debug stub) stopped answering.
+    #[error("{what} did not answer within {} s", after.as_secs_f64())]
+    NotAnswering {
+        /// Who did not answer, and to what.
+        what: String,
+        /// How long the host waited.
+        after: Duration,
     },
     /// The board cannot be run the way asked.
     #[error("board {board}: {reason}")]

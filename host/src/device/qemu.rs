@@ -10,7 +10,12 @@
 //!   -device loader,file=<blob>,addr=<blob address>,force-raw=on -kernel <elf>
 //! ```
 //! connects to the UART's unix socket (QEMU waits for it before the CPU
-//! starts), and handshakes with `Info`. Every request has a deadline. QEMU is
+//! starts), and handshakes with `Info`. A board whose link is `rtt`
+//! (`qemu-m4-rtt`) gets `-S -serial null -gdb unix:<tmp>/gdb.sock,server=on,wait=off`
+//! instead of the UART socket: the host connects to the gdbstub, resumes the
+//! guest, waits for the firmware's RTT control block (the ELF's
+//! `_SEGGER_RTT`) and carries frames and the defmt log over RTT
+//! ([`super::gdb_rtt`]). Every request has a deadline. QEMU is
 //! killed on every exit path: when the device is dropped, and when starting
 //! fails half way.
 //!
@@ -19,13 +24,12 @@
 //! the firmware's panic message. The last lines of both are kept for errors;
 //! with [`QemuOptions::verbose`] they are also printed as they come.
 
+use super::link::{FrameLink, Peer, Transport};
 use super::{Device, DeviceInfoOwned, DeviceStats, LayerTime, LinkError, Reply, RunOutput};
 use crate::boards::{Board, LinkKind};
-use releq_common::protocol::{
-    encode_frame, FrameReader, LayerSpec, Push, Request, Response, MAX_FRAME, PROTOCOL_VERSION,
-};
+use releq_common::protocol::{LayerSpec, Request, PROTOCOL_VERSION};
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -215,6 +219,15 @@ impl Qemu {
     }
 }
 
+impl Peer for Qemu {
+    fn is_running(&mut self) -> bool {
+        Qemu::is_running(self)
+    }
+    fn exited(&mut self, when: String) -> LinkError {
+        Qemu::exited(self, when)
+    }
+}
+
 impl Drop for Qemu {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -291,15 +304,12 @@ fn read_stdout(
 
 /// The firmware under QEMU, ready for requests.
 pub struct QemuDevice {
-    stream: UnixStream,
-    reader: Box<FrameReader<MAX_FRAME>>,
+    link: FrameLink<Box<dyn Transport>>,
     timeout: Duration,
     info: DeviceInfoOwned,
     elf: PathBuf,
     startup: Duration,
-    /// The request that timed out, if one did.
-    timed_out: Option<&'static str>,
-    // Dropped after the stream: kills QEMU, then removes the socket's directory.
+    // Dropped after the link: kills QEMU, then removes the socket's directory.
     qemu: Qemu,
     _dir: tempfile::TempDir,
 }
@@ -312,9 +322,6 @@ impl QemuDevice {
             board: board.name.clone(),
             reason: "its board file has no [qemu] table: it cannot run under QEMU".into(),
         })?;
-        if board.link != LinkKind::QemuUart {
-            return Err(LinkError::Board { board: board.name.clone(), reason: "its link is not qemu-uart".into() });
-        }
         let qemu_bin = find_qemu()?;
         if let Some(blob) = blob {
             let len =
@@ -331,20 +338,29 @@ impl QemuDevice {
             None => build_firmware(board, &opts.features)?,
         };
         let elf_bytes = std::fs::read(&elf).map_err(|e| LinkError::io(format!("cannot read {}", elf.display()), e))?;
+        let rtt_block = match board.link {
+            LinkKind::Rtt => Some(super::rtt::find_control_block(&elf, &elf_bytes)?),
+            LinkKind::QemuUart => None,
+        };
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("releq-qemu-")
             .tempdir()
             .map_err(|e| LinkError::io("cannot create a temporary directory", e))?;
-        let sock = dir.path().join("uart.sock");
+        let sock = dir.path().join(if rtt_block.is_some() { "gdb.sock" } else { "uart.sock" });
         let mut cmd = Command::new(&qemu_bin);
         cmd.args(["-machine", &qcfg.machine, "-cpu", &qcfg.cpu])
             .args(["-icount", &format!("shift={},align=off,sleep=off", qcfg.icount_shift)])
             .args(["-display", "none", "-monitor", "none"])
-            .args(["-semihosting-config", "enable=on,target=native"])
-            .arg("-chardev")
-            .arg(format!("socket,id=c0,path={},server=on,wait=on", sock.display()))
-            .args(["-serial", "chardev:c0"]);
+            .args(["-semihosting-config", "enable=on,target=native"]);
+        if rtt_block.is_some() {
+            // Halted until the host has attached; the UART is unused.
+            cmd.args(["-S", "-serial", "null", "-gdb"]).arg(format!("unix:{},server=on,wait=off", sock.display()));
+        } else {
+            cmd.arg("-chardev")
+                .arg(format!("socket,id=c0,path={},server=on,wait=on", sock.display()))
+                .args(["-serial", "chardev:c0"]);
+        }
         if let Some(blob) = blob {
             cmd.arg("-device").arg(format!(
                 "loader,file={},addr={:#x},force-raw=on",
@@ -359,8 +375,23 @@ impl QemuDevice {
         if let Some(e) = child.stderr.take() {
             readers.push(read_stderr(e, log.clone(), opts.verbose));
         }
+        // The defmt stream: QEMU's stdout (semihosting), or RTT up channel 0
+        // handed over a socket pair by the RTT transport.
+        let rtt_log = match rtt_block {
+            Some(_) => {
+                let (tx, rx) = UnixStream::pair().map_err(|e| LinkError::io("cannot create a socket pair", e))?;
+                readers.push(read_stdout(rx, elf_bytes, log.clone(), opts.verbose));
+                Some(tx)
+            }
+            None => {
+                if let Some(o) = child.stdout.take() {
+                    readers.push(read_stdout(o, elf_bytes, log.clone(), opts.verbose));
+                }
+                None
+            }
+        };
         if let Some(o) = child.stdout.take() {
-            readers.push(read_stdout(o, elf_bytes, log.clone(), opts.verbose));
+            readers.push(read_stderr(o, log.clone(), opts.verbose));
         }
         // From here on, dropping `qemu` kills it.
         let mut qemu = Qemu { child, log, readers };
@@ -372,12 +403,28 @@ impl QemuDevice {
             match UnixStream::connect(&sock) {
                 Ok(s) => break s,
                 Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => {
-                    return Err(LinkError::io(format!("QEMU's UART socket {} did not come up", sock.display()), e))
-                }
+                Err(e) => return Err(LinkError::io(format!("QEMU's socket {} did not come up", sock.display()), e)),
             }
         };
-        stream.set_write_timeout(Some(opts.timeout)).map_err(|e| LinkError::io("socket", e))?;
+        let transport: Box<dyn Transport> = match (rtt_block, rtt_log) {
+            (Some(block), Some(log)) => {
+                let gdb = super::gdb::GdbClient::new(stream, opts.timeout.min(Duration::from_secs(10))).map_err(
+                    |e| match e {
+                        super::gdb::GdbError::Closed => qemu.exited("while attaching to its gdbstub"),
+                        e => e.into(),
+                    },
+                )?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                match super::gdb_rtt::GdbRtt::attach(gdb, block, Box::new(log), left) {
+                    Ok(t) => Box::new(t),
+                    Err(super::link::TransportError::Closed) => {
+                        return Err(qemu.exited("while waiting for the RTT control block"))
+                    }
+                    Err(super::link::TransportError::Link(e)) => return Err(e),
+                }
+            }
+            _ => Box::new(super::uart::UartSocket::new(stream)),
+        };
         let info = DeviceInfoOwned {
             protocol: 0,
             firmware: String::new(),
@@ -390,13 +437,11 @@ impl QemuDevice {
             model: releq_common::protocol::ModelStatus::Absent,
         };
         let mut dev = QemuDevice {
-            stream,
-            reader: Box::new(FrameReader::new()),
+            link: FrameLink::new(transport),
             timeout: opts.timeout,
             info,
             elf,
             startup: Duration::ZERO,
-            timed_out: None,
             qemu,
             _dir: dir,
         };
@@ -438,108 +483,13 @@ impl QemuDevice {
     /// Send raw bytes (for tests: garbage must get an error frame) and wait
     /// for one response.
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<Reply, LinkError> {
-        self.exchange(bytes, "raw bytes")
+        self.link.exchange(bytes, "raw bytes", self.timeout, &mut self.qemu)
     }
 
     /// Send one request and wait for its response.
     pub fn request(&mut self, request: &Request<'_>) -> Result<Reply, LinkError> {
-        let name = match request {
-            Request::Info { .. } => "Info",
-            Request::Run { .. } => "Run",
-            Request::TimeLayer { .. } => "TimeLayer",
-            Request::Stats => "Stats",
-        };
-        let mut buf = vec![0u8; MAX_FRAME];
-        let len = match encode_frame(request, &mut buf) {
-            Ok(frame) => frame.len(),
-            Err(_) => {
-                // How large it is, for the message.
-                let mut size = MAX_FRAME * 2;
-                let bytes = loop {
-                    if let Ok(frame) = encode_frame(request, &mut vec![0u8; size]) {
-                        break frame.len();
-                    }
-                    size *= 2;
-                };
-                return Err(LinkError::RequestTooLarge { request: name, bytes, max: MAX_FRAME });
-            }
-        };
-        self.exchange(&buf[..len], name)
+        self.link.request(request, self.timeout, &mut self.qemu)
     }
-
-    /// Drop whatever a late answer left in the socket.
-    fn drain(&mut self) -> Result<(), LinkError> {
-        self.stream.set_nonblocking(true).map_err(|e| LinkError::io("socket", e))?;
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = self.stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-        }
-        self.stream.set_nonblocking(false).map_err(|e| LinkError::io("socket", e))?;
-        *self.reader = FrameReader::new();
-        Ok(())
-    }
-
-    fn exchange(&mut self, bytes: &[u8], name: &'static str) -> Result<Reply, LinkError> {
-        if let Some(request) = self.timed_out {
-            return Err(LinkError::Desynced { request });
-        }
-        self.drain()?;
-        if let Err(e) = self.stream.write_all(bytes) {
-            if gone(&e) || !self.qemu.is_running() {
-                return Err(self.qemu.exited(format!("while sending {name}")));
-            }
-            return Err(LinkError::io(format!("sending {name}"), e));
-        }
-        let deadline = Instant::now() + self.timeout;
-        let mut buf = [0u8; 1024];
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                if !self.qemu.is_running() {
-                    return Err(self.qemu.exited(format!("while waiting for the answer to {name}")));
-                }
-                self.timed_out = Some(name);
-                return Err(LinkError::Timeout { request: name, after: self.timeout });
-            }
-            self.stream.set_read_timeout(Some(deadline - now)).map_err(|e| LinkError::io("socket", e))?;
-            let n = match self.stream.read(&mut buf) {
-                Ok(0) => return Err(self.qemu.exited(format!("while waiting for the answer to {name}"))),
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    if gone(&e) || !self.qemu.is_running() {
-                        return Err(self.qemu.exited(format!("while waiting for the answer to {name}")));
-                    }
-                    return Err(LinkError::io(format!("reading the answer to {name}"), e));
-                }
-            };
-            for &b in &buf[..n] {
-                match self.reader.push(b) {
-                    Push::Pending => {}
-                    Push::Overflow => return Err(LinkError::Frame(releq_common::protocol::FrameError::Overflow)),
-                    Push::Frame(len) => {
-                        let response: Response<'_> = self.reader.take(len)?;
-                        return Ok(Reply::from(&response));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// An I/O error that means the other end (QEMU) went away.
-fn gone(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected)
 }
 
 /// The error for an answer that is not the one asked for.

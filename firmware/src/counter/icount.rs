@@ -1,6 +1,5 @@
-//! Counting what a piece of code costs, with the board's counter.
+//! The `icount-timer` counter (QEMU boards).
 //!
-//! # `icount-timer` (QEMU)
 //! QEMU does not emulate the DWT cycle counter. Under
 //! `-icount shift=N,align=off,sleep=off` virtual time advances exactly 2^N ns
 //! per executed instruction, and the CMSDK APB timer0 (0x4000_0000, a 32-bit
@@ -23,10 +22,7 @@
 use crate::board;
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{compiler_fence, Ordering};
-pub use releq_common::protocol::CounterUnit;
-
-#[cfg(not(releq_counter = "icount-timer"))]
-compile_error!("this firmware implements only the `icount-timer` counter; see boards/README.md");
+use releq_common::protocol::CounterUnit;
 
 const BASE: usize = 0x4000_0000;
 const CTRL: *mut u32 = BASE as *mut u32;
