@@ -681,30 +681,21 @@ pub fn dense<M: packed::PackedOps>(
     let wide = ws > 0 && scratch.len() >= dense_scratch(k) + ws;
     match (l.w.bits, wide) {
         (8, _) => dense_form::<M, 8>(l, in_zp, input, output, scratch),
-        (4, _) | (3, true) => dense_form::<M, 4>(l, in_zp, input, output, scratch),
+        (4, _) => dense_form::<M, 4>(l, in_zp, input, output, scratch),
         (2, _) => dense_form::<M, 2>(l, in_zp, input, output, scratch),
-        (_, true) => dense_form::<M, 8>(l, in_zp, input, output, scratch),
+        (3, true) => dense_widened::<M, 4>(l, in_zp, input, output, scratch),
+        (_, true) => dense_widened::<M, 8>(l, in_zp, input, output, scratch),
         _ => dense_form::<M, 0>(l, in_zp, input, output, scratch),
     }
 }
 
-/// The fully connected layer in the form for `BITS`-bit weights (0: the
-/// odd widths as stored); an odd-width layer given to a 4- or 8-bit form is
-/// widened [`WIDEN_ROWS`] rows at a time into the scratch after the column.
 fn dense_form<M: Mac, const BITS: u8>(l: &Dense<'_>, in_zp: i32, input: &[i8], output: &mut [i8], scratch: &mut [i8]) {
-    let bits = if BITS == 0 { l.w.bits } else { BITS };
+    let bits = l.w.bits;
     let k = input.len();
     let kp = padded(k);
-    let at = (scratch.as_ptr().align_offset(4) + 2 * kp).min(scratch.len());
-    let (head, tail) = scratch.split_at_mut(at);
-    let Some(col) = words(head, kp / 2) else {
+    let Some(col) = words(scratch, kp / 2) else {
         return reference::dense(l, in_zp, input, output);
     };
-    let widen = l.w.bits != bits;
-    let tail: &mut [u8] = bytemuck::cast_slice_mut(tail);
-    if widen && tail.len() < WIDEN_ROWS * pack::row_bytes(k, bits) {
-        return reference::dense(l, in_zp, input, output);
-    }
     let g = group_weights(bits);
     let p = perm(bits);
     {
@@ -720,18 +711,55 @@ fn dense_form<M: Mac, const BITS: u8>(l: &Dense<'_>, in_zp: i32, input: &[i8], o
     let mut o = 0;
     while o < n {
         let idx = [o, (o + 1).min(n - 1), (o + 2).min(n - 1), (o + 3).min(n - 1)];
-        let rows = if widen {
-            widen_rows(&l.w, o, o + WIDEN_ROWS.min(n - o), k, bits, tail);
-            let t: &[u8] = tail;
-            idx.map(|r| &t[(r - o) * rb..(r - o + 1) * rb])
-        } else {
-            idx.map(|r| l.w.row(r, rb))
-        };
+        let rows = [l.w.row(idx[0], rb), l.w.row(idx[1], rb), l.w.row(idx[2], rb), l.w.row(idx[3], rb)];
         let a = dot4x1::<M, BITS>(bits, rows, col);
         for i in 0..4.min(n - o) {
             output[o + i] = finish(&l.w, o + i, a[i], l.out.zero_point, lo, hi);
         }
         o += 4;
+    }
+}
+
+/// An odd-width fully connected layer in the form for `BITS` (4 or 8)-bit
+/// weights, its rows widened [`WIDEN_ROWS`] at a time into the scratch after
+/// the column.
+fn dense_widened<M: Mac, const BITS: u8>(
+    l: &Dense<'_>,
+    in_zp: i32,
+    input: &[i8],
+    output: &mut [i8],
+    scratch: &mut [i8],
+) {
+    let k = input.len();
+    let kp = padded(k);
+    let at = (scratch.as_ptr().align_offset(4) + 2 * kp).min(scratch.len());
+    let (head, tail) = scratch.split_at_mut(at);
+    let rb = pack::row_bytes(k, BITS);
+    let tail: &mut [u8] = bytemuck::cast_slice_mut(tail);
+    let Some(col) = words(head, kp / 2).filter(|_| tail.len() >= WIDEN_ROWS * rb) else {
+        return reference::dense(l, in_zp, input, output);
+    };
+    column::<BITS>(input, in_zp, col);
+    let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
+    let n = (l.out_features as usize).min(output.len());
+    for o in (0..n).step_by(4) {
+        let idx = [o, (o + 1).min(n - 1), (o + 2).min(n - 1), (o + 3).min(n - 1)];
+        widen_rows(&l.w, o, o + WIDEN_ROWS.min(n - o), k, BITS, tail);
+        let t: &[u8] = tail;
+        let a = dot4x1::<M, BITS>(BITS, idx.map(|r| &t[(r - o) * rb..(r - o + 1) * rb]), col);
+        for i in 0..4.min(n - o) {
+            output[o + i] = finish(&l.w, o + i, a[i], l.out.zero_point, lo, hi);
+        }
+    }
+}
+
+/// The input vector as lane words in the order of `BITS`-bit groups.
+fn column<const BITS: u8>(input: &[i8], in_zp: i32, col: &mut [u32]) {
+    let (g, p) = (group_weights(BITS), perm(BITS));
+    let lanes: &mut [u16] = bytemuck::cast_slice_mut(col);
+    lanes[input.len()..].fill(0);
+    for (kk, &x) in input.iter().enumerate() {
+        lanes[lane_of(kk, g, &p)] = (x as i32 - in_zp) as u16;
     }
 }
 
