@@ -3,7 +3,8 @@
 Run by scripts/make-tflite-fixtures.sh (which installs the tools). For each
 model below: train it briefly on MNIST downsampled to 14x14 (small fixtures),
 convert it to a full-int8 .tflite calibrated on MNIST, then run TFLite Micro's
-interpreter on N_INPUTS test images and store
+interpreter on N_INPUTS test images and store (extra arguments after the two
+directories remake only the named models)
 
   <name>.tflite          the model
   <name>.input.npy       int8 [N, 14, 14, 1]: the codes the int8 graph reads
@@ -100,7 +101,18 @@ def dynbatch():
     return keras.Model(i, x), dict(float_io=False)
 
 
-MODELS = {"lenet": lenet, "dwres": dwres, "fc_tensor": fc_tensor, "dynbatch": dynbatch}
+def unsupported_tanh():
+    """A TANH (not supported by the importer): only the .tflite is kept, for
+    the error-message test."""
+    x = i = inp(1)
+    x = L.Conv2D(2, 3)(x)
+    x = L.Activation("tanh")(x)
+    x = L.Flatten()(x)
+    x = L.Dense(10)(x)
+    return keras.Model(i, x), dict(float_io=False, no_oracle=True)
+
+
+MODELS = {"lenet": lenet, "dwres": dwres, "fc_tensor": fc_tensor, "dynbatch": dynbatch, "unsupported_tanh": unsupported_tanh}
 
 
 def convert(model, opts, calib):
@@ -150,8 +162,12 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     xtr, ytr = load_mnist(mnist, "train")
     xte, _ = load_mnist(mnist, "test")
-    summary = {}
+    only = sys.argv[3:]  # optional: remake only these models
+    summary_path = os.path.join(out_dir, "fixtures.json")
+    summary = json.load(open(summary_path)) if only and os.path.exists(summary_path) else {}
     for seed, (name, make) in enumerate(MODELS.items()):
+        if only and name not in only:
+            continue
         keras.utils.set_random_seed(seed)
         model, opts = make()
         loss = "sparse_categorical_crossentropy" if opts["float_io"] else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -161,6 +177,10 @@ def main():
         path = os.path.join(out_dir, f"{name}.tflite")
         with open(path, "wb") as f:
             f.write(flat)
+        if opts.get("no_oracle"):
+            summary[name] = dict(ops=[op["op_name"] for op in LiteRT(model_path=path)._get_ops_details()], bytes=len(flat))
+            print(name, json.dumps(summary[name]), flush=True)
+            continue
         tin, tout, tsoft, op_names = boundary_tensors(path)
 
         micro = tflm.Interpreter.from_file(
@@ -207,7 +227,7 @@ def main():
             int8_output_tensor=int(tout),
         )
         print(name, json.dumps(summary[name]), flush=True)
-    with open(os.path.join(out_dir, "fixtures.json"), "w") as f:
+    with open(summary_path, "w") as f:
         json.dump(summary, f, indent=1)
         f.write("\n")
 
