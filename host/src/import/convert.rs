@@ -135,6 +135,18 @@ fn tensor_err(index: usize, t: &Tensor, reason: impl Into<String>) -> ImportErro
 /// The `.releq` shape of a batch-1 tensor: `[1, h, w, c]`, `[1, n]` (1 x 1 x
 /// n), `[1, w, c]` (1 x w x c) or `[n]`.
 fn shape_of(index: usize, t: &Tensor) -> Result<Shape, ImportError> {
+    let shape = shape_dims(index, t)?;
+    if shape.len() > MAX_ELEMS {
+        return Err(tensor_err(index, t, format!("has {} elements, more than the {MAX_ELEMS} converted", shape.len())));
+    }
+    Ok(shape)
+}
+
+/// Most elements an activation tensor may have (far above what fits a
+/// microcontroller; it bounds what the conversion allocates).
+pub const MAX_ELEMS: usize = 1 << 24;
+
+fn shape_dims(index: usize, t: &Tensor) -> Result<Shape, ImportError> {
     let d = &t.shape;
     let dims: Vec<i32> = match d.len() {
         1 => vec![1, 1, d[0]],
@@ -243,7 +255,11 @@ fn const_i32(index: usize, t: &Tensor, expected: Option<u64>) -> Result<Vec<i32>
     let data = t.data.as_ref().ok_or_else(|| tensor_err(index, t, "has no constant data"))?;
     let n = expected.unwrap_or(t.elems().unwrap_or(u64::MAX));
     if data.len() as u64 != n.saturating_mul(4) {
-        return Err(tensor_err(index, t, format!("has {} bytes of data, {n} INT32 values need {}", data.len(), n * 4)));
+        return Err(tensor_err(
+            index,
+            t,
+            format!("has {} bytes of data, {n} INT32 values need {}", data.len(), n.saturating_mul(4)),
+        ));
     }
     Ok(data.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
@@ -362,7 +378,9 @@ impl<'g> Converter<'g> {
         if f.shape.len() != 4 || f.shape.iter().any(|&d| d <= 0) {
             return Err(tensor_err(fi, f, format!("has shape {:?}; a filter has 4 positive dimensions", f.shape)));
         }
-        let (o, kh, kw, i) = (f.shape[0] as u32, f.shape[1] as u32, f.shape[2] as u32, f.shape[3] as u32);
+        let (o, i) = (f.shape[0] as u32, f.shape[3] as u32);
+        let (kh, kw) =
+            (byte(op, "kernel height", f.shape[1] as u32)? as u32, byte(op, "kernel width", f.shape[2] as u32)? as u32);
         let in_c = xin.shape.c as u32;
         let (out_c, per_row) = if depthwise {
             if o != 1 || i != in_c || depth_multiplier != 1 {
@@ -387,7 +405,8 @@ impl<'g> Converter<'g> {
             }
             (o, kh * kw * i)
         };
-        let values = const_i8(fi, f, o as u64 * kh as u64 * kw as u64 * i as u64)?;
+        // Each factor is below 2^31, kh and kw below 2^8: no overflow.
+        let values = const_i8(fi, f, o as u64 * i as u64 * kh as u64 * kw as u64)?;
         let rows: Vec<i8> = if depthwise {
             // [1, kh, kw, c] -> one row of kh * kw per channel.
             (0..out_c as usize)
@@ -643,8 +662,8 @@ impl<'g> Converter<'g> {
         let pi = self.tidx(op, 1)?;
         let rank = self.g.tensors[x].shape.len();
         let p = const_i32(pi, &self.g.tensors[pi], Some(rank as u64 * 2))?;
-        if rank != 4 || p[0] != 0 || p[1] != 0 || p[6] != 0 || p[7] != 0 || p.iter().any(|&v| v < 0) {
-            return Err(op_err(op, format!("pads {p:?} on a rank-{rank} tensor; only non-negative height and width padding of NHWC is supported")));
+        if rank != 4 || p[0] != 0 || p[1] != 0 || p[6] != 0 || p[7] != 0 || p.iter().any(|&v| !(0..=255).contains(&v)) {
+            return Err(op_err(op, format!("pads {p:?} on a rank-{rank} tensor; only height and width padding of NHWC, each 0..=255, is supported")));
         }
         let out = self.out_idx(op)?;
         let oq = act_quant(out, &self.g.tensors[out])?;
@@ -713,6 +732,9 @@ fn find_output(g: &Graph) -> Result<(usize, Vec<usize>), ImportError> {
             g.outputs.len()
         )));
     };
+    if usize::try_from(o).map_or(true, |o| o >= g.tensors.len()) {
+        return Err(ImportError::Graph(format!("the subgraph output is tensor {o}, which does not exist")));
+    }
     let mut t = o;
     let mut boundary = Vec::new();
     while let Some(op) = g.ops.iter().find(|op| op.outputs.contains(&t)) {
