@@ -151,3 +151,62 @@ fn errors_name_what_is_wrong() {
     let e = import_tflite(&bytes, "x").unwrap_err();
     assert!(matches!(e, ImportError::Format(_)), "{e}");
 }
+
+/// The parsed graph of a fixture, for edits that a converter would never
+/// write but a hand-edited file could hold.
+fn graph(name: &str) -> releq_host::import::tflite::Graph {
+    releq_host::import::tflite::read(&std::fs::read(fixtures().join(format!("{name}.tflite"))).unwrap()).unwrap()
+}
+
+fn convert_err(g: &releq_host::import::tflite::Graph) -> String {
+    releq_host::import::convert::convert(g, "x").map(|_| ()).unwrap_err().to_string()
+}
+
+#[test]
+fn unsupported_variants_are_named() {
+    use releq_host::import::tflite::{Act, Options};
+    // Dilation 2 on the first convolution.
+    let mut g = graph("dwres");
+    if let Options::Conv { dilation, .. } = &mut g.ops[0].options {
+        *dilation = (2, 2);
+    }
+    let e = convert_err(&g);
+    assert!(e.contains("operator 0 (CONV_2D) has dilation (2, 2)"), "{e}");
+    // A fused TANH.
+    let mut g = graph("dwres");
+    if let Options::Conv { act, .. } = &mut g.ops[1].options {
+        *act = Act::Other("TANH");
+    }
+    let e = convert_err(&g);
+    assert!(e.contains("operator 1 (DEPTHWISE_CONV_2D) has fused activation TANH"), "{e}");
+    // A PAD read by something other than a convolution: make the conv after
+    // it a MAX_POOL_2D by name.
+    let mut g = graph("dwres");
+    let pad = g.ops.iter().position(|o| o.name == "PAD").unwrap();
+    g.ops[pad + 1].name = "MAX_POOL_2D".into();
+    let e = convert_err(&g);
+    assert!(e.contains(&format!("operator {pad} (PAD) is read by an op other than CONV_2D")), "{e}");
+    // ADD of two different shapes: point its second input at the model input.
+    let mut g = graph("dwres");
+    let add = g.ops.iter().position(|o| o.name == "ADD").unwrap();
+    g.ops[add].inputs[1] = g.inputs[0];
+    let e = convert_err(&g);
+    assert!(e.contains("broadcasting is not supported"), "{e}");
+    // A weight zero point.
+    let mut g = graph("fc_tensor");
+    let fc = g.ops.iter().find(|o| o.name == "FULLY_CONNECTED").unwrap().clone();
+    let w = fc.inputs[1] as usize;
+    g.tensors[w].quant.as_mut().unwrap().zero_point[0] = 3;
+    let e = convert_err(&g);
+    assert!(e.contains(&format!("tensor {w}")) && e.contains("non-zero zero point"), "{e}");
+    // A QUANTIZE in the middle of the graph.
+    let mut g = graph("fc_tensor");
+    g.ops[1].name = "QUANTIZE".into();
+    let e = convert_err(&g);
+    assert!(e.contains("operator 1 (QUANTIZE) is only supported at the model boundary"), "{e}");
+    // Truncated weight data.
+    let mut g = graph("fc_tensor");
+    g.tensors[w].data.as_mut().unwrap().pop();
+    let e = convert_err(&g);
+    assert!(e.contains(&format!("tensor {w}")) && e.contains("bytes of data"), "{e}");
+}
