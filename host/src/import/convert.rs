@@ -518,8 +518,7 @@ impl<'g> Converter<'g> {
         };
         let wts = OwnedWeights::new(8, &values, n, &bias, &rq)
             .map_err(|e| tensor_err(wi, &self.g.tensors[wi], format!("cannot be packed: {e}")))?;
-        self.push(op, Layer::Dense(dense), Some(wts), out, Shape::new(1, 1, o as u16), oq);
-        let _ = oshape;
+        self.push(op, Layer::Dense(dense), Some(wts), out, oshape, oq);
         Ok(())
     }
 
@@ -607,7 +606,7 @@ impl<'g> Converter<'g> {
         if oshape.len() != c as usize {
             return Err(op_err(op, format!("has output shape {:?}, expected {c} values", self.g.tensors[out].shape)));
         }
-        self.push(op, Layer::DepthwiseConv2d(conv), Some(wts), out, Shape::new(1, 1, c), oq);
+        self.push(op, Layer::DepthwiseConv2d(conv), Some(wts), out, oshape, oq);
         if let Some(r) = self.reports.last_mut() {
             r.detail = "dwconv2d (global mean: weights 1, TFLite's MEAN multiplier)".into();
         }
