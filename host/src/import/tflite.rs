@@ -276,8 +276,11 @@ pub fn read(bytes: &[u8]) -> Result<Graph, ImportError> {
             &bytes[4..8]
         )));
     }
-    let model = fb::root_as_model_with_opts(&verifier_options(), bytes)
-        .map_err(|e| ImportError::Format(format!("not a valid .tflite flatbuffer: {e}")))?;
+    let model = fb::root_as_model_with_opts(&verifier_options(), bytes).map_err(|e| {
+        // The verifier's message lists its trace on indented lines.
+        let msg = e.to_string().split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(", ");
+        ImportError::Format(format!("not a valid .tflite flatbuffer: {msg}"))
+    })?;
     let subgraphs = model.subgraphs().ok_or_else(|| ImportError::Format("the model has no subgraphs".into()))?;
     if subgraphs.is_empty() {
         return Err(ImportError::Format("the model has no subgraphs".into()));
