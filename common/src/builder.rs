@@ -170,7 +170,7 @@ pub fn activation_clamp(act: crate::model::Activation, out: &TensorQuant) -> Cla
         crate::model::Activation::None => (lo, hi),
         crate::model::Activation::Relu => (out.zero_point.max(lo), hi),
         crate::model::Activation::Relu6 => {
-            let six = out.zero_point + libm::roundf(6.0 / out.scale) as i32;
+            let six = out.zero_point.saturating_add(libm::roundf(6.0 / out.scale) as i32);
             (out.zero_point.max(lo), six.min(hi))
         }
     };

@@ -2,7 +2,7 @@
 //! toolchain, no sanitizer): for checking seeds and saved regressions.
 //!
 //! `cargo run --manifest-path fuzz/Cargo.toml --example replay -- <target> <file-or-dir>...`
-//! with `<target>` one of `model_decode`, `model_payload`, `frame_decode`.
+//! with `<target>` one of `model_decode`, `model_payload`, `frame_decode`, `tflite_import`.
 //! Each file runs in turn; a panic aborts with the file name printed first.
 
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ fn main() {
         "model_decode" => releq_fuzz::model_blob,
         "model_payload" => releq_fuzz::model_payload,
         "frame_decode" => releq_fuzz::frames,
+        "tflite_import" => releq_fuzz::tflite_import,
         other => panic!("unknown target {other}"),
     };
     let mut files: Vec<PathBuf> = Vec::new();

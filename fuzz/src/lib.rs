@@ -1,7 +1,7 @@
 //! Shared bodies of the releq-common fuzz targets.
 //!
 //! The targets in `fuzz_targets/` are thin wrappers around [`model_blob`],
-//! [`model_payload`] and [`frames`], so the same checks can be replayed on a
+//! [`model_payload`], [`frames`] and [`tflite_import`], so the same checks can be replayed on a
 //! file without libFuzzer (see `examples/replay.rs`).
 //!
 //! What is checked (besides "never panics"):
@@ -14,6 +14,10 @@
 //!   its own buffer (a differential check of the arena planner);
 //! - the runtime's own error paths (short arena, wrong input length,
 //!   out-of-range code) return errors instead of panicking;
+//! - a `.tflite` file either fails to import with an error or imports to a
+//!   model that encodes, validates again from its bytes, and then passes all
+//!   the checks above (the importer's reader is bounded by the flatbuffers
+//!   verifier and by the file's size);
 //! - every protocol frame that decodes as a `Request` or `Response`
 //!   re-encodes and decodes to the same value.
 
@@ -223,8 +227,10 @@ fn exercise(plan: &Plan<'_>, blob: &[u8], input_bytes: &[u8]) {
         flat.tensors[t].offset = offset as u32;
     }
     if cursor <= MAX_ARENA {
-        flat.arena_bytes = cursor;
-        let mut arena2 = vec![-0x33i8; cursor];
+        // The kernels' scratch region follows the tensors, as in the real plan.
+        flat.scratch_offset = cursor;
+        flat.arena_bytes = cursor + (plan.arena_bytes - plan.scratch_offset);
+        let mut arena2 = vec![-0x33i8; flat.arena_bytes];
         let out2 = flat.run(&mut arena2, &input).expect("flat plan runs");
         assert_eq!(out, out2, "arena plan changes the result (overlapping live tensors?)");
     }
@@ -295,6 +301,23 @@ pub fn frames(data: &[u8]) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Target `tflite_import`: `data` is a `.tflite` file for
+/// `releq_host::import::import_tflite`.
+pub fn tflite_import(data: &[u8]) {
+    match releq_host::import::import_tflite(data, "fuzz") {
+        Ok(imported) => {
+            let blob = imported.model.encode().unwrap_or_else(|e| panic!("imported model does not encode: {e}"));
+            let plan = Plan::from_bytes(&blob).unwrap_or_else(|e| panic!("imported model fails validation: {e:?}"));
+            assert_eq!(imported.summary.layers, plan.model.layers.len());
+            let _ = format!("{:?}", imported.summary);
+            exercise(&plan, &blob, &[]);
+        }
+        Err(e) => {
+            let _ = format!("{e} {e:?}");
         }
     }
 }

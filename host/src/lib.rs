@@ -3,6 +3,7 @@
 //! - [`data`]: MNIST / Fashion-MNIST IDX loading.
 //! - [`eval`]: host integer inference over a data set.
 //! - [`fastinfer`]: the host-optimised, bit-exact inference path.
+//! - [`import`]: int8 `.tflite` models converted bit-exact with TFLite Micro.
 //! - [`inspect`]: human and JSON summaries of `.releq` model files.
 //! - [`profile`]: per-layer latency measured on a device.
 //! - [`quantize`]: export of a float network to a `.releq` integer model.
@@ -13,6 +14,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod fastinfer;
+pub mod import;
 pub mod inspect;
 pub mod nn;
 pub mod profile;

@@ -26,6 +26,7 @@ enum Command {
     Compare(cmd::compare::Compare),
     Train(cmd::train::Train),
     Finetune(cmd::finetune::Finetune),
+    Import(cmd::import::Import),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Compare(c) => c.run(),
         Command::Train(c) => c.run(),
         Command::Finetune(c) => c.run(),
+        Command::Import(c) => c.run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
