@@ -3,7 +3,9 @@
 # measured on the default device (QEMU-emulated Cortex-M4).
 #   1. train LeNet-5 in float if there is no checkpoint yet (resumable),
 #   2. `releq search`: measure the latency table on the device (cached),
-#      let the PPO agent choose every layer's bits under ReLeQ's reward,
+#      let the PPO agent choose every layer's weight AND activation bits
+#      (2..8 each; low-bit activations are what the packed kernels need)
+#      under ReLeQ's reward, fine-tune cheaper candidates (refinement),
 #      fine-tune the chosen configuration, verify it on the device bit for
 #      bit and write runs/search/ (report.md, report.json, pareto.svg, ...).
 # Extra arguments go to `releq search` (e.g. --budget 100, --strategy random).
@@ -22,4 +24,5 @@ fi
 
 out="runs/search"
 resume=(); [ -f "$out/episodes.jsonl" ] && resume=(--resume)
-$releq search "$run/last.safetensors" --board qemu-m4 --budget 1000 --out "$out" "${resume[@]}" "$@"
+$releq search "$run/last.safetensors" --board qemu-m4 --budget 1000 --search-activations --refine-slack 3 \
+    --out "$out" "${resume[@]}" "$@"
