@@ -19,6 +19,12 @@
 //! not by the extension. The IDX header (big-endian magic number followed by
 //! one big-endian `u32` per dimension) is parsed here; every problem with a
 //! file is reported as a [`DataError`] naming the file.
+//!
+//! Users' data sets are `.npy` files instead ([`NpyFiles`]: images and
+//! labels, `--data images.npy,labels.npy` or a directory holding
+//! `images.npy` and `labels.npy`); they are read by `crate::eval::load_inputs`
+//! because how the images become input codes depends on the model. Their
+//! validation split is [`holdout`]: a seeded 10 % of the samples.
 
 use std::fmt;
 use std::fs::File;
@@ -279,6 +285,15 @@ pub enum DataError {
         labels: usize,
     },
 
+    /// A `--data` value that names no `.npy` data set.
+    #[error("--data {spec}: {reason}")]
+    NpySpec {
+        /// The value given.
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A label is not a class index (`0..=9`).
     #[error(
         "{}: label {value} at index {index} is out of range (labels must be 0..=9)",
@@ -292,6 +307,54 @@ pub enum DataError {
         /// The offending value.
         value: u8,
     },
+}
+
+/// A data set given as two `.npy` files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NpyFiles {
+    /// The images (any input layout and type `crate::eval` reads).
+    pub images: PathBuf,
+    /// The labels, one integer per image.
+    pub labels: PathBuf,
+}
+
+impl NpyFiles {
+    /// `images.npy,labels.npy`, or a directory holding `images.npy` and
+    /// `labels.npy`. Checks that both files exist.
+    pub fn parse(spec: &str) -> Result<Self, DataError> {
+        let files = match spec.split_once(',') {
+            Some((i, l)) => NpyFiles { images: PathBuf::from(i.trim()), labels: PathBuf::from(l.trim()) },
+            None if Path::new(spec).is_dir() => {
+                NpyFiles { images: Path::new(spec).join("images.npy"), labels: Path::new(spec).join("labels.npy") }
+            }
+            None => {
+                return Err(DataError::NpySpec {
+                    spec: spec.into(),
+                    reason: "expected IMAGES.npy,LABELS.npy or a directory holding images.npy and labels.npy".into(),
+                })
+            }
+        };
+        for f in [&files.images, &files.labels] {
+            if !f.is_file() {
+                return Err(DataError::NpySpec { spec: spec.into(), reason: format!("{} is not a file", f.display()) });
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// The validation split of a user's data set of `n` samples under `seed`:
+/// (the rest, in order; the held-out 10 %, `n / 10` samples). The same
+/// shuffle `releq train` uses for the built-in training sets.
+pub fn holdout(n: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    use rand::seq::SliceRandom as _;
+    use rand::SeedableRng as _;
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::MAX));
+    let mut val = idx.split_off(n - n / 10);
+    idx.sort_unstable();
+    val.sort_unstable();
+    (idx, val)
 }
 
 /// The default data directory: `$RELEQ_DATA` if set (and not empty), else
@@ -780,6 +843,35 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("train-labels-idx1-ubyte"), "{msg}");
         assert!(msg.contains("label 10 at index 2"), "{msg}");
+    }
+
+    #[test]
+    fn npy_files_spec() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (i, l) = (tmp.path().join("images.npy"), tmp.path().join("labels.npy"));
+        let dir = tmp.path().display().to_string();
+        assert!(matches!(NpyFiles::parse(&dir), Err(DataError::NpySpec { .. })));
+        std::fs::write(&i, b"x").unwrap();
+        let e = NpyFiles::parse(&dir).unwrap_err().to_string();
+        assert!(e.contains("labels.npy is not a file"), "{e}");
+        std::fs::write(&l, b"x").unwrap();
+        assert_eq!(NpyFiles::parse(&dir).unwrap(), NpyFiles { images: i.clone(), labels: l.clone() });
+        let pair = format!("{},{}", l.display(), i.display());
+        assert_eq!(NpyFiles::parse(&pair).unwrap(), NpyFiles { images: l, labels: i });
+        let e = NpyFiles::parse("no-such-thing").unwrap_err().to_string();
+        assert!(e.contains("--data no-such-thing: expected IMAGES.npy,LABELS.npy"), "{e}");
+    }
+
+    #[test]
+    fn holdout_is_a_seeded_tenth() {
+        let (rest, val) = holdout(105, 3);
+        assert_eq!((rest.len(), val.len()), (95, 10));
+        let mut all: Vec<usize> = rest.iter().chain(&val).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..105).collect::<Vec<_>>());
+        assert_eq!(holdout(105, 3), (rest, val.clone()));
+        assert_ne!(holdout(105, 4).1, val);
+        assert_eq!(holdout(0, 1), (vec![], vec![]));
     }
 
     #[test]

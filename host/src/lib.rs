@@ -4,6 +4,7 @@
 //! - [`eval`]: host integer inference over a data set.
 //! - [`fastinfer`]: the host-optimised, bit-exact inference path.
 //! - [`import`]: int8 `.tflite` models converted bit-exact with TFLite Micro.
+//! - [`npy`]: `.npy` arrays (users' inputs, outputs, labels).
 //! - [`inspect`]: human and JSON summaries of `.releq` model files.
 //! - [`profile`]: per-layer latency measured on a device.
 //! - [`quantize`]: export of a float network to a `.releq` integer model.
@@ -17,6 +18,7 @@ pub mod fastinfer;
 pub mod import;
 pub mod inspect;
 pub mod nn;
+pub mod npy;
 pub mod profile;
 pub mod quantize;
 pub mod search;

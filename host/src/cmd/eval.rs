@@ -1,10 +1,11 @@
-//! `releq eval MODEL --dataset D`: accuracy by the host's integer inference.
+//! `releq eval MODEL [--dataset D | --data I,L | --inputs X [--labels L]]`:
+//! outputs and accuracy by the host's integer inference.
 
+use super::input_args::InputArgs;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use releq_common::validate::Plan;
-use releq_host::data::{self, Dataset, Split};
-use releq_host::eval::{argmax, check_input, quantize_image};
+use releq_host::eval::argmax;
 use releq_host::fastinfer::FastModel;
 use std::path::PathBuf;
 
@@ -20,27 +21,17 @@ pub enum Impl {
 
 /// Accuracy of a .releq model by the host's integer inference.
 ///
-/// Accuracy of a .releq model computed by the host's integer inference: the
-/// same arithmetic the device runs, bit for bit.
+/// Outputs and accuracy of a .releq model computed by the host's integer
+/// inference: the same arithmetic the device runs, bit for bit. Runs on a
+/// built-in data set, a user's .npy data set (--data) or .npy inputs
+/// (--inputs, accuracy with --labels); --save-outputs writes the int8 outputs.
 #[derive(Debug, Parser)]
 pub struct Eval {
     /// The .releq model.
     pub model: PathBuf,
-    /// Data set (default: the one the zoo model of the model's name is made
-    /// for: lenet5 -> mnist, fashion-cnn and resnet8 -> fashion-mnist).
-    #[arg(long, value_enum)]
-    pub dataset: Option<Dataset>,
-    /// Data directory (default `$RELEQ_DATA` or `./data`).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Which split: `test`, or `val` (the 10 % of the training set that
-    /// `releq train` held out with --seed; the search uses only this one).
-    #[arg(long, default_value = "test", value_parser = ["test", "val"])]
-    pub split: String,
-    /// Seed of the validation split (as given to `releq train`).
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Evaluate only the first N images.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Evaluate only the first N samples.
     #[arg(long)]
     pub count: Option<usize>,
     /// Implementation.
@@ -57,65 +48,61 @@ impl Eval {
         let bytes = std::fs::read(&self.model).with_context(|| format!("cannot read {}", self.model.display()))?;
         let plan = Plan::from_bytes(&bytes)
             .with_context(|| format!("{} is not a valid .releq model", self.model.display()))?;
-        let dataset = match (self.dataset, releq_host::zoo::Arch::from_name(plan.model.name)) {
-            (Some(d), _) => d,
-            (None, Some(arch)) => arch.dataset(),
-            (None, None) => anyhow::bail!(
-                "{}: model `{}` is not a zoo model, so its data set is unknown: give --dataset",
-                self.model.display(),
-                plan.model.name
-            ),
-        };
-        let dir = self.data_dir.clone().unwrap_or_else(data::default_data_dir);
-        let images = if self.split == "val" {
-            let split = releq_host::train::load_split(&dir, dataset, self.seed, None)?;
-            releq_host::train::subset(&split.images, &split.val)
-        } else {
-            data::load(&dir, dataset, Split::Test)?
-        };
-        check_input(&plan, &images, &dataset.to_string())?;
-        let count = self.count.unwrap_or(images.len()).min(images.len());
+        let chosen = self.input.load(&plan, &self.model, None)?;
+        let mut samples = chosen.samples;
+        samples.truncate(self.count.unwrap_or(usize::MAX));
+        let count = samples.len();
+        let width = plan.output().shape.len();
         let started = std::time::Instant::now();
-        let mut correct = 0usize;
+        let mut outputs = Vec::with_capacity(count * width);
         match self.implementation {
             Impl::Fast => {
                 let mut fast = FastModel::new(&plan);
                 for i in 0..count {
-                    let input = quantize_image(images.image(i), &plan.input().quant);
-                    correct += usize::from(argmax(fast.run(&input)?) == images.labels[i] as usize);
+                    outputs.extend_from_slice(fast.run(samples.input(i))?);
                 }
             }
             Impl::Reference => {
                 let mut arena = vec![0i8; plan.arena_bytes];
                 for i in 0..count {
-                    let input = quantize_image(images.image(i), &plan.input().quant);
-                    correct += usize::from(
-                        argmax(plan.run_with::<releq_common::kernels::Reference>(&mut arena, &input)?)
-                            == images.labels[i] as usize,
+                    outputs.extend_from_slice(
+                        plan.run_with::<releq_common::kernels::Reference>(&mut arena, samples.input(i))?,
                     );
                 }
             }
         }
         let seconds = started.elapsed().as_secs_f64();
-        let accuracy = correct as f64 / count.max(1) as f64;
+        let correct = samples
+            .labels
+            .as_ref()
+            .map(|labels| (0..count).filter(|&i| argmax(&outputs[i * width..(i + 1) * width]) == labels[i]).count());
+        let accuracy = correct.map(|c| c as f64 / count.max(1) as f64);
+        let saved = self.input.save(outputs, width)?;
         if self.json {
             let v = serde_json::json!({
-                "model": plan.model.name, "dataset": dataset.to_string(), "split": self.split,
+                "model": plan.model.name, "dataset": chosen.source, "split": chosen.split,
                 "count": count, "correct": correct, "accuracy": accuracy, "seconds": seconds,
                 "images_per_second": count as f64 / seconds.max(1e-9),
                 "impl": format!("{:?}", self.implementation).to_lowercase(),
+                "outputs": saved,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
+            let what = match (accuracy, correct) {
+                (Some(a), Some(c)) => {
+                    format!("{:.2} % on {count} {} {} samples ({c} correct)", a * 100.0, chosen.source, chosen.split)
+                }
+                _ => format!("{count} {} samples (no labels, so no accuracy)", chosen.source),
+            };
             println!(
-                "{}: {:.2} % on {count} {} {} images ({correct} correct), integer inference, {:.2} s ({:.0} images/s)",
+                "{}: {what}, integer inference, {:.2} s ({:.0} samples/s)",
                 plan.model.name,
-                accuracy * 100.0,
-                dataset,
-                self.split,
                 seconds,
                 count as f64 / seconds.max(1e-9)
             );
+            if let Some(p) = saved {
+                println!("outputs (int8 [{count}, {width}]) saved to {p}");
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod device_args;
 pub mod eval;
 pub mod finetune;
 pub mod import;
+pub mod input_args;
 pub mod inspect;
 pub mod profile;
 pub mod quantize;

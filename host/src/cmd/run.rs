@@ -1,35 +1,35 @@
-//! `releq run MODEL --board B --dataset D --count N`: run test images on the
-//! device and compare every output with the host's integer inference.
+//! `releq run MODEL --board B [--dataset D | --data I,L | --inputs X
+//! [--labels L]] --count N`: run inputs on the device and compare every
+//! output with the host's integer inference bit for bit.
 
 use super::device_args::DeviceArgs;
+use super::input_args::InputArgs;
 use anyhow::Context as _;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use releq_common::validate::Plan;
-use releq_host::data::{self, Dataset, Split};
+use releq_host::data::Dataset;
 use releq_host::device::Device as _;
-use releq_host::eval::{argmax, check_input, quantize_image};
+use releq_host::eval::argmax;
 use serde::Serialize;
 use std::path::PathBuf;
 
-/// Run test images on the device and compare with the host bit for bit.
+/// Run inputs on the device and compare with the host bit for bit.
 ///
-/// Run N test images on the device, compare each output bit for bit with the
-/// host's reference inference (there must be no mismatch), and report the
-/// device's accuracy and mean latency.
+/// Run N inputs (test images of a built-in data set, a user's .npy data set
+/// with --data, or .npy inputs with --inputs) on the device, compare each
+/// output bit for bit with the host's reference inference (there must be no
+/// mismatch), and report the device's accuracy (when labels are known) and
+/// mean latency; --save-outputs writes the device's int8 outputs.
 #[derive(Debug, Parser)]
 pub struct Run {
     /// The .releq model.
     pub model: PathBuf,
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Data set whose test split is used.
-    #[arg(long, value_enum, default_value = "mnist")]
-    pub dataset: Dataset,
-    /// Data directory (default `$RELEQ_DATA` or `./data`).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// How many test images (from the first).
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// How many inputs (from the first).
     #[arg(long, default_value_t = 100)]
     pub count: usize,
     /// Print JSON.
@@ -37,7 +37,7 @@ pub struct Run {
     pub json: bool,
 }
 
-/// One image whose device output differs from the host's.
+/// One input whose device output differs from the host's.
 #[derive(Debug, Serialize)]
 struct Mismatch {
     image: usize,
@@ -50,13 +50,15 @@ struct RunReport {
     model: String,
     board: String,
     dataset: String,
+    split: String,
     count: usize,
     mismatches: usize,
-    accuracy: f64,
-    host_accuracy: f64,
+    accuracy: Option<f64>,
+    host_accuracy: Option<f64>,
     unit: String,
     mean_total_count: f64,
     first_mismatches: Vec<Mismatch>,
+    outputs: Option<String>,
     wall_seconds: f64,
 }
 
@@ -66,10 +68,11 @@ impl Run {
         let bytes = std::fs::read(&self.model).with_context(|| format!("cannot read {}", self.model.display()))?;
         let plan = Plan::from_bytes(&bytes)
             .with_context(|| format!("{} is not a valid .releq model", self.model.display()))?;
-        let dir = self.data_dir.clone().unwrap_or_else(data::default_data_dir);
-        let images = data::load(&dir, self.dataset, Split::Test)?;
-        check_input(&plan, &images, &self.dataset.to_string())?;
-        let count = self.count.min(images.len());
+        let chosen = self.input.load(&plan, &self.model, Some(Dataset::Mnist))?;
+        let mut samples = chosen.samples;
+        samples.truncate(self.count);
+        let count = samples.len();
+        let width = plan.output().shape.len();
 
         let board = self.device.board()?;
         let started = std::time::Instant::now();
@@ -77,20 +80,23 @@ impl Run {
         let info = dev.info()?;
         let bar = if self.json { ProgressBar::hidden() } else { ProgressBar::new(count as u64) };
         bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} images, {msg} [{elapsed} < {eta}]")
+            ProgressStyle::with_template("{bar:40} {pos}/{len} inputs, {msg} [{elapsed} < {eta}]")
                 .expect("valid template"),
         );
         let mut arena = vec![0i8; plan.arena_bytes];
         let (mut mismatches, mut correct, mut host_correct, mut total_count) = (0usize, 0usize, 0usize, 0f64);
         let mut first = Vec::new();
+        let mut outputs = Vec::with_capacity(count * width);
         for i in 0..count {
-            let input = quantize_image(images.image(i), &plan.input().quant);
-            let host = plan.run_with::<releq_common::kernels::Reference>(&mut arena, &input)?.to_vec();
-            let out = dev.run(&input).with_context(|| format!("running test image {i} on the device"))?;
-            let label = images.labels[i] as usize;
-            correct += usize::from(argmax(&out.output) == label);
-            host_correct += usize::from(argmax(&host) == label);
+            let input = samples.input(i);
+            let host = plan.run_with::<releq_common::kernels::Reference>(&mut arena, input)?.to_vec();
+            let out = dev.run(input).with_context(|| format!("running input {i} on the device"))?;
+            if let Some(label) = samples.label(i) {
+                correct += usize::from(argmax(&out.output) == label);
+                host_correct += usize::from(argmax(&host) == label);
+            }
             total_count += out.counts.iter().map(|&c| c as f64).sum::<f64>();
+            outputs.extend_from_slice(&out.output);
             if out.output != host {
                 mismatches += 1;
                 if first.len() < 5 {
@@ -101,36 +107,43 @@ impl Run {
             bar.set_message(format!("{mismatches} mismatches"));
         }
         bar.finish_and_clear();
+        let labelled = samples.labels.is_some();
+        let fraction = |c: usize| labelled.then(|| c as f64 / count.max(1) as f64);
         let report = RunReport {
             model: plan.model.name.into(),
             board: board.name.clone(),
-            dataset: self.dataset.to_string(),
+            dataset: chosen.source,
+            split: chosen.split,
             count,
             mismatches,
-            accuracy: correct as f64 / count.max(1) as f64,
-            host_accuracy: host_correct as f64 / count.max(1) as f64,
+            accuracy: fraction(correct),
+            host_accuracy: fraction(host_correct),
             unit: info.counter.name().into(),
             mean_total_count: total_count / count.max(1) as f64,
             first_mismatches: first,
+            outputs: self.input.save(outputs, width)?,
             wall_seconds: started.elapsed().as_secs_f64(),
         };
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             println!(
-                "{} on {}: {} {} test images, {} mismatches with the host reference",
-                report.model, report.board, report.count, report.dataset, report.mismatches
+                "{} on {}: {} {} {} inputs, {} mismatches with the host reference",
+                report.model, report.board, report.count, report.dataset, report.split, report.mismatches
             );
+            let acc = match (report.accuracy, report.host_accuracy) {
+                (Some(d), Some(h)) => format!("device accuracy {:.2} % (host {:.2} %), ", d * 100.0, h * 100.0),
+                _ => "no labels, so no accuracy; ".into(),
+            };
             println!(
-                "device accuracy {:.2} % (host {:.2} %), mean {:.0} {} per inference, {:.1} s wall",
-                report.accuracy * 100.0,
-                report.host_accuracy * 100.0,
-                report.mean_total_count,
-                report.unit,
-                report.wall_seconds
+                "{acc}mean {:.0} {} per inference, {:.1} s wall",
+                report.mean_total_count, report.unit, report.wall_seconds
             );
             for m in &report.first_mismatches {
-                println!("  image {}: host {:?} device {:?}", m.image, m.host, m.device);
+                println!("  input {}: host {:?} device {:?}", m.image, m.host, m.device);
+            }
+            if let Some(p) = &report.outputs {
+                println!("device outputs (int8 [{count}, {width}]) saved to {p}");
             }
         }
         if mismatches > 0 {
