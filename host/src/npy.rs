@@ -472,7 +472,7 @@ mod tests {
         let e = parse(&good[..40]).unwrap_err();
         assert!(matches!(e, NpyError::TruncatedHeader { part: "header", start: 10, len: 40, .. }), "{e}");
         let e = parse(&good[..good.len() - 3]).unwrap_err();
-        assert_eq!(e.to_string(), "data (from byte 64): shape [2, 2] of float32 needs 16 bytes, the file has 13");
+        assert_eq!(e.to_string(), "data (from byte 128): shape [2, 2] of float32 needs 16 bytes, the file has 13");
         let mut long = good.clone();
         long.push(0);
         assert!(matches!(parse(&long).unwrap_err(), NpyError::DataLength { expected: 16, found: 17, .. }));
