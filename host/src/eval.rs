@@ -348,6 +348,85 @@ mod tests {
         assert_eq!(quantize_image(&[0, 255], &q4), vec![-8, 7]);
     }
 
+    fn arr(shape: &[usize], data: Data) -> Array {
+        Array { shape: shape.to_vec(), data }
+    }
+
+    #[test]
+    fn inputs_in_every_accepted_layout_and_type() {
+        let owned = releq_common::testing::lenet5_random(1, [8; 5], [8; 5]);
+        let plan = owned.plan().unwrap();
+        let p = Path::new("x.npy");
+        let codes: Vec<i8> = (0..2 * 784).map(|i| (i % 256) as u8 as i8).collect();
+        for shape in [[2, 28, 28, 1].as_slice(), &[2, 784], &[2, 28, 28]] {
+            let s = encode_inputs(&plan, &arr(shape, Data::I8(codes.clone())), p).unwrap();
+            assert_eq!((s.len(), s.size, &s.codes), (2, 784, &codes), "{shape:?}");
+        }
+        // float32: round(x / scale) + zero_point, half away from zero, clamped.
+        let q = plan.input().quant;
+        let reals = [0.0, 1.0, 0.5 * q.scale, -0.5 * q.scale, 2.0, -1.0, 1.5 * q.scale];
+        let mut x = vec![0f32; 784];
+        x[..reals.len()].copy_from_slice(&reals);
+        let s = encode_inputs(&plan, &arr(&[1, 784], Data::F32(x)), p).unwrap();
+        assert_eq!(&s.codes[..reals.len()], &[-128, 127, -127, -128, 127, -128, -126]);
+        // uint8 pixels as the built-in sets: 0 -> -128, 255 -> 127.
+        let mut px = vec![0u8; 784];
+        px[1] = 255;
+        let s = encode_inputs(&plan, &arr(&[1, 28, 28], Data::U8(px)), p).unwrap();
+        assert_eq!(&s.codes[..2], &[-128, 127]);
+        // No batch dimension, the wrong side, channels last missing.
+        for shape in [[28, 28, 1].as_slice(), &[1, 28, 27, 1], &[1, 1, 28, 28], &[784]] {
+            let n: usize = shape.iter().product();
+            let e = encode_inputs(&plan, &arr(shape, Data::I8(vec![0; n])), p).unwrap_err();
+            assert!(matches!(e, InputError::Shape { h: 28, w: 28, c: 1, .. }), "{shape:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn three_channel_inputs_and_narrow_codes() {
+        // A model with a 10x10x3 input of fewer than 8 bits.
+        let owned = (0..200)
+            .map(|seed| releq_common::testing::random_model(seed, true))
+            .find(|m| m.input_quant.bits < 8)
+            .unwrap();
+        let plan = owned.plan().unwrap();
+        let (bits, p) = (plan.input().quant.bits, Path::new("x.npy"));
+        let e = encode_inputs(&plan, &arr(&[1, 10, 10], Data::I8(vec![0; 100])), p).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("expected [N, 10, 10, 3] or [N, 300]") && !msg.contains("[N, 10, 10]"), "{msg}");
+        let mut v = vec![0i8; 300];
+        v[42] = act_max(bits) as i8 + 1;
+        let e = encode_inputs(&plan, &arr(&[1, 10, 10, 3], Data::I8(v.clone())), p).unwrap_err();
+        assert!(matches!(e, InputError::CodeRange { index: 42, .. }), "{e}");
+        assert!(e.to_string().contains(&format!("{bits}-bit input range")), "{e}");
+        v[42] = act_max(bits) as i8;
+        assert_eq!(encode_inputs(&plan, &arr(&[1, 300], Data::I8(v.clone())), p).unwrap().codes, v);
+    }
+
+    #[test]
+    fn labels_checked_against_count_and_classes() {
+        let (p, x) = (Path::new("l.npy"), Path::new("x.npy"));
+        assert_eq!(decode_labels(&arr(&[3], Data::I64(vec![0, 9, 4])), p, 3, 10, x).unwrap(), [0, 9, 4]);
+        assert_eq!(decode_labels(&arr(&[2, 1], Data::U8(vec![1, 2])), p, 2, 10, x).unwrap(), [1, 2]);
+        let e = decode_labels(&arr(&[3], Data::I8(vec![0, -1, 4])), p, 3, 10, x).unwrap_err();
+        assert!(matches!(e, InputError::LabelValue { index: 1, value: -1, classes: 10, .. }), "{e}");
+        let e = decode_labels(&arr(&[2, 2], Data::I32(vec![0; 4])), p, 2, 10, x).unwrap_err();
+        assert!(matches!(e, InputError::LabelShape { .. }), "{e}");
+        let e = decode_labels(&arr(&[2], Data::I32(vec![0; 2])), p, 3, 10, x).unwrap_err();
+        assert_eq!(e.to_string(), "l.npy: 2 labels, but x.npy holds 3 inputs");
+    }
+
+    #[test]
+    fn samples_subset_and_truncate() {
+        let mut s = Samples { codes: (0..8).collect(), size: 2, labels: Some(vec![5, 6, 7, 8]) };
+        let t = s.subset(&[3, 1]);
+        assert_eq!((t.codes, t.labels), (vec![6, 7, 2, 3], Some(vec![8, 6])));
+        s.truncate(3);
+        assert_eq!((s.len(), s.label(2), s.input(2)), (3, Some(7), &[4i8, 5][..]));
+        s.truncate(10);
+        assert_eq!(s.len(), 3);
+    }
+
     #[test]
     fn argmax_takes_first_of_ties() {
         assert_eq!(argmax(&[1, 5, 5, -3]), 1);
