@@ -90,9 +90,14 @@ impl Eval {
         } else {
             let what = match (accuracy, correct) {
                 (Some(a), Some(c)) => {
-                    format!("{:.2} % on {count} {} {} samples ({c} correct)", a * 100.0, chosen.source, chosen.split)
+                    format!(
+                        "{:.2} % on {count} samples of {} ({}), {c} correct",
+                        a * 100.0,
+                        chosen.source,
+                        chosen.split
+                    )
                 }
-                _ => format!("{count} {} samples (no labels, so no accuracy)", chosen.source),
+                _ => format!("{count} samples of {} ({}), no labels so no accuracy", chosen.source, chosen.split),
             };
             println!(
                 "{}: {what}, integer inference, {:.2} s ({:.0} samples/s)",

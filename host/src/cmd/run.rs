@@ -128,7 +128,7 @@ impl Run {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             println!(
-                "{} on {}: {} {} {} inputs, {} mismatches with the host reference",
+                "{} on {}: {} inputs of {} ({}), {} mismatches with the host reference",
                 report.model, report.board, report.count, report.dataset, report.split, report.mismatches
             );
             let acc = match (report.accuracy, report.host_accuracy) {
