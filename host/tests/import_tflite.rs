@@ -16,23 +16,11 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tflite")
 }
 
-/// A minimal reader for the int8 `.npy` files the fixture script writes
-/// (format 1.0, `|i1`, C order): (shape, values).
-fn read_npy_i8(path: &PathBuf) -> (Vec<usize>, Vec<i8>) {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&b[..6], b"\x93NUMPY", "{}: not .npy", path.display());
-    let (hlen, start) = match b[6] {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-        _ => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-    };
-    let header = std::str::from_utf8(&b[start..start + hlen]).unwrap();
-    assert!(header.contains("'descr': '|i1'") && header.contains("'fortran_order': False"), "{header}");
-    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> =
-        dims.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
-    let data: Vec<i8> = b[start + hlen..].iter().map(|&x| x as i8).collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}", path.display());
-    (shape, data)
+/// An int8 `.npy` fixture (the library's reader): (shape, values).
+fn read_npy_i8(path: &std::path::Path) -> (Vec<usize>, Vec<i8>) {
+    let a = releq_host::npy::read(path).unwrap_or_else(|e| panic!("{e}"));
+    let releq_host::npy::Data::I8(v) = a.data else { panic!("{}: not int8", path.display()) };
+    (a.shape, v)
 }
 
 fn check_fixture(name: &str) -> releq_host::import::Summary {
