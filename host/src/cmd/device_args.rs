@@ -2,6 +2,8 @@
 
 use clap::Args;
 use releq_host::boards::{self, Board};
+use releq_host::device::any::AnyDevice;
+use releq_host::device::probe::{ProbeDevice, ProbeOptions, UsbProbes};
 use releq_host::device::{QemuDevice, QemuOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +17,9 @@ pub struct DeviceArgs {
     /// Use this firmware ELF instead of building the firmware for the board.
     #[arg(long)]
     pub firmware: Option<PathBuf>,
+    /// The debug probe of a real board, `VID:PID[:SERIAL]` (`releq boards --probes`).
+    #[arg(long)]
+    pub probe: Option<String>,
     /// Seconds to wait for each answer from the device.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -29,17 +34,20 @@ impl DeviceArgs {
         Ok(boards::load(&self.board)?)
     }
 
-    /// Start the device with a model blob.
-    pub fn start(&self, board: &Board, blob: Option<&Path>) -> anyhow::Result<QemuDevice> {
+    /// Start the device with a model blob: under QEMU for an emulated board,
+    /// else flashed through a debug probe.
+    pub fn start(&self, board: &Board, blob: Option<&Path>) -> anyhow::Result<AnyDevice> {
         if !board.emulated {
-            anyhow::bail!(
-                "board {} is real hardware: its firmware builds (RELEQ_BOARD={} cargo build --release --target {} in firmware/), \
-                 but this build of releq cannot flash or talk to a probe yet; use an emulated board (qemu-m4, or qemu-m4-rtt \
-                 for the RTT link)",
-                board.name,
-                board.name,
-                board.target
-            );
+            let opts = ProbeOptions {
+                probe: self.probe.clone(),
+                firmware: self.firmware.clone(),
+                timeout: Duration::from_secs(self.timeout),
+                verbose: self.verbose,
+            };
+            return Ok(AnyDevice::Probe(ProbeDevice::start(&UsbProbes::new(), board, blob, &opts)?));
+        }
+        if self.probe.is_some() {
+            anyhow::bail!("--probe is for real boards; board {} runs under QEMU", board.name);
         }
         let opts = QemuOptions {
             firmware: self.firmware.clone(),
@@ -47,6 +55,6 @@ impl DeviceArgs {
             verbose: self.verbose,
             features: Vec::new(),
         };
-        Ok(QemuDevice::start(board, blob, &opts)?)
+        Ok(AnyDevice::Qemu(QemuDevice::start(board, blob, &opts)?))
     }
 }
