@@ -57,6 +57,7 @@ impl RttTarget for GdbClient {
 mod tests {
     use super::*;
     use crate::device::gdb::{from_hex, packet, to_hex};
+    use crate::device::link::Transport;
     use crate::device::rtt;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;

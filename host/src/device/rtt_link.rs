@@ -156,3 +156,159 @@ impl<T: RttTarget> Transport for RttLink<T> {
         self.with_block(|mem, b| rtt::skip_up(mem, &b.up[rtt::UP_FRAMES]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::framed::Requester;
+    use crate::device::link::{FrameLink, Peer};
+    use crate::device::{Device, Reply};
+    use releq_common::protocol::{
+        encode_frame, CounterUnit, DeviceInfo, FrameReader, ModelStatus, Push, Request, Response, MAX_FRAME,
+    };
+
+    const BASE: u32 = 0x2000_0000;
+
+    /// 64 KiB of RAM holding a control block like the firmware's, and a fake
+    /// firmware that answers every `Info` request in down 0 with an `Info`
+    /// frame in up 1 (run whenever the host "halts" the target), writing a
+    /// log line in up 0 too. Memory is reached without halting, as through
+    /// a probe.
+    struct FakeBoard {
+        ram: Vec<u8>,
+        reader: Box<FrameReader<MAX_FRAME>>,
+        answered: usize,
+    }
+
+    fn w(ram: &mut [u8], at: u32, v: u32) {
+        let a = (at - BASE) as usize;
+        ram[a..a + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn r(ram: &[u8], at: u32) -> u32 {
+        let a = (at - BASE) as usize;
+        u32::from_le_bytes(ram[a..a + 4].try_into().unwrap())
+    }
+
+    impl FakeBoard {
+        fn new() -> Self {
+            let mut ram = vec![0u8; 0x1_0000];
+            ram[..16].copy_from_slice(rtt::ID);
+            w(&mut ram, BASE + 16, 2);
+            w(&mut ram, BASE + 20, 1);
+            for (i, buf) in [0x1000u32, 0x2000, 0x3000].into_iter().enumerate() {
+                let d = BASE + 24 + 24 * i as u32;
+                w(&mut ram, d + 4, BASE + buf);
+                w(&mut ram, d + 8, 1024);
+            }
+            Self { ram, reader: Box::new(FrameReader::new()), answered: 0 }
+        }
+
+        /// Append `bytes` to up channel `n` (ring of 1024 at its buffer).
+        fn put_up(&mut self, n: u32, bytes: &[u8]) {
+            let d = BASE + 24 + 24 * n;
+            let (buf, mut wr) = (r(&self.ram, d + 4), r(&self.ram, d + 12));
+            for &b in bytes {
+                self.ram[(buf - BASE + wr) as usize] = b;
+                wr = (wr + 1) % 1024;
+            }
+            w(&mut self.ram, d + 12, wr);
+        }
+
+        /// The firmware's turn: take request bytes from down 0, answer.
+        fn step(&mut self) {
+            let d = BASE + 24 + 48;
+            let (buf, wr, mut rd) = (r(&self.ram, d + 4), r(&self.ram, d + 12), r(&self.ram, d + 16));
+            while rd != wr {
+                let b = self.ram[(buf - BASE + rd) as usize];
+                rd = (rd + 1) % 1024;
+                if let Push::Frame(len) = self.reader.push(b) {
+                    let req: Request<'_> = self.reader.take(len).unwrap();
+                    assert!(matches!(req, Request::Info { .. }));
+                    let info = DeviceInfo {
+                        protocol: 1,
+                        firmware: "fake",
+                        board: "nucleo-f446re",
+                        core: "cortex-m4",
+                        clock_hz: 180_000_000,
+                        counter: CounterUnit::Cycles,
+                        arena_bytes: 40_960,
+                        max_frame: MAX_FRAME as u32,
+                        model: ModelStatus::Absent,
+                    };
+                    let mut out = vec![0u8; MAX_FRAME];
+                    let frame = encode_frame(&Response::Info(info), &mut out).unwrap().to_vec();
+                    self.put_up(0, b"log");
+                    self.put_up(1, &frame);
+                    self.answered += 1;
+                }
+            }
+            w(&mut self.ram, d + 16, rd);
+        }
+    }
+
+    impl Memory for FakeBoard {
+        fn read(&mut self, addr: u32, len: usize) -> Result<Vec<u8>, LinkError> {
+            let a = (addr - BASE) as usize;
+            Ok(self.ram[a..a + len].to_vec())
+        }
+        fn write(&mut self, addr: u32, data: &[u8]) -> Result<(), LinkError> {
+            let a = (addr - BASE) as usize;
+            self.ram[a..a + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+    }
+
+    impl RttTarget for FakeBoard {
+        fn halt(&mut self) -> Result<(), TransportError> {
+            self.step();
+            Ok(())
+        }
+        fn resume(&mut self) -> Result<(), TransportError> {
+            Ok(())
+        }
+    }
+
+    struct Alive;
+    impl Peer for Alive {
+        fn is_running(&mut self) -> bool {
+            true
+        }
+        fn exited(&mut self, when: String) -> LinkError {
+            LinkError::Rtt { reason: when }
+        }
+    }
+
+    struct Dev(FrameLink<RttLink<FakeBoard>>);
+    impl Requester for Dev {
+        fn request(&mut self, request: &Request<'_>) -> Result<Reply, LinkError> {
+            self.0.request(request, Duration::from_secs(5), &mut Alive)
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Log {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The probe backend's path without a probe: an RTT target that needs no
+    /// halting, the shared rings, framing and `Device` requests.
+    #[test]
+    fn a_handshake_goes_through_the_rings_of_a_target_that_needs_no_halt() {
+        let log = Log::default();
+        let link = RttLink::attach(FakeBoard::new(), BASE, Box::new(log.clone()), Duration::from_secs(1)).ok().unwrap();
+        let mut dev = Dev(FrameLink::new(link));
+        let info = dev.info().unwrap();
+        assert_eq!((info.board.as_str(), info.clock_hz), ("nucleo-f446re", 180_000_000));
+        let info = dev.info().unwrap();
+        assert_eq!(info.counter, CounterUnit::Cycles);
+        assert_eq!(dev.0.transport_mut().target().answered, 2);
+        assert_eq!(log.0.lock().unwrap().as_slice(), b"loglog", "the defmt channel is copied to the log");
+    }
+}
