@@ -1,0 +1,71 @@
+//! `releq flash --dry-run` on a real board (nucleo-f446re): it builds the
+//! board's firmware, prints the size table and touches no probe; a model
+//! too large for the board fails before any flashing, naming the sizes.
+//! Also probe-rs's flash layout for that firmware, through its `FakeProbe`.
+
+use rand::{rngs::StdRng, SeedableRng};
+use releq_common::builder::OwnedModel;
+use releq_common::model::{Activation, Shape, TensorQuant};
+use releq_common::testing::{dense_layer, random_model};
+use std::path::Path;
+use std::process::Command;
+
+fn releq(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_releq")).args(args).output().expect("run releq");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn dry_run_checks_sizes_on_a_real_board_and_refuses_a_model_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = random_model(3, true).encode().unwrap();
+    let small_path = write(dir.path(), "small.releq", &small);
+    let (ok, stdout, stderr) = releq(&["flash", &small_path, "--board", "nucleo-f446re", "--dry-run", "--json"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["fits"], true);
+    assert_eq!(v["chip"], "STM32F446RETx");
+    let rows = v["rows"].as_array().unwrap();
+    let row = |what: &str| rows.iter().find(|r| r["what"].as_str().unwrap().starts_with(what)).unwrap().clone();
+    assert_eq!(row("model blob")["used"], small.len());
+    assert_eq!(row("model blob")["limit"], 0xC000);
+    assert_eq!(row("model arena")["limit"], 40_960);
+    let fw_flash = row("firmware flash")["used"].as_u64().unwrap();
+    assert!(fw_flash > 4_096 && fw_flash < 512 * 1024, "firmware flash {fw_flash}");
+    // The arena (40 KiB) is a static in RAM.
+    let fw_ram = row("firmware RAM")["used"].as_u64().unwrap();
+    assert!((40_960..0x1_4000).contains(&fw_ram), "firmware RAM {fw_ram}");
+
+    // The text table.
+    let (ok, stdout, _) = releq(&["flash", &small_path, "--board", "nucleo-f446re", "--dry-run"]);
+    assert!(ok);
+    assert!(stdout.contains("model blob") && stdout.contains("no probe was touched"), "{stdout}");
+
+    // One 8-bit dense layer of 256 x 256: 64 KiB of weights, more than the
+    // 48 KiB blob region.
+    let in_q = TensorQuant { scale: 1.0 / 255.0, zero_point: -128, bits: 8 };
+    let mut m = OwnedModel::new("too-large", Shape::new(1, 1, 256), in_q);
+    let (l, p, _) = dense_layer(&mut StdRng::seed_from_u64(1), 0, 256, &in_q, 256, 8, 8, Activation::None);
+    m.push(l, Some(p.weights));
+    let big = m.encode().unwrap();
+    assert!(big.len() > 0xC000, "{}", big.len());
+    let big_path = write(dir.path(), "big.releq", &big);
+    let (ok, stdout, stderr) = releq(&["flash", &big_path, "--board", "nucleo-f446re", "--dry-run"]);
+    assert!(!ok, "{stdout}");
+    assert!(stdout.contains("DOES NOT FIT"), "{stdout}");
+    assert!(stderr.contains("does not fit board nucleo-f446re; nothing was flashed"), "{stderr}");
+    assert!(stderr.contains(&format!("model blob is {} bytes", big.len())) && stderr.contains("49152"), "{stderr}");
+    // Without --dry-run too: refused before any probe is looked for.
+    let (ok, _, stderr) = releq(&["flash", &big_path, "--board", "nucleo-f446re"]);
+    assert!(!ok && stderr.contains("nothing was flashed") && !stderr.contains("no debug probe"), "{stderr}");
+
+    // An emulated board has nothing to flash.
+    let (ok, _, stderr) = releq(&["flash", &small_path, "--board", "qemu-m4", "--dry-run"]);
+    assert!(!ok && stderr.contains("emulated"), "{stderr}");
+}
