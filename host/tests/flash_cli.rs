@@ -7,6 +7,9 @@ use rand::{rngs::StdRng, SeedableRng};
 use releq_common::builder::OwnedModel;
 use releq_common::model::{Activation, Shape, TensorQuant};
 use releq_common::testing::{dense_layer, random_model};
+use releq_host::boards;
+use releq_host::device::build_firmware;
+use releq_host::device::probe::{self, FoundProbe, Probes};
 use std::path::Path;
 use std::process::Command;
 
@@ -68,4 +71,33 @@ fn dry_run_checks_sizes_on_a_real_board_and_refuses_a_model_too_large() {
     // An emulated board has nothing to flash.
     let (ok, _, stderr) = releq(&["flash", &small_path, "--board", "qemu-m4", "--dry-run"]);
     assert!(!ok && stderr.contains("emulated"), "{stderr}");
+}
+
+/// A bus with one probe that opens as probe-rs's `FakeProbe`.
+struct FakeBus;
+
+impl Probes for FakeBus {
+    fn list(&self) -> Vec<FoundProbe> {
+        vec![FoundProbe { name: "fake".into(), vendor_id: 0x0483, product_id: 0x374b, serial: None, accessible: true }]
+    }
+    fn open(&self, _: &FoundProbe) -> Result<probe_rs::probe::Probe, probe_rs::probe::DebugProbeError> {
+        Ok(probe_rs::integration::FakeProbe::with_mocked_core().into_probe())
+    }
+}
+
+/// The board's real firmware ELF through probe-rs's flash loader in dry-run
+/// mode on a `FakeProbe` attached as the board's chip: the ELF's segments
+/// map onto the chip's flash and the flash algorithm is found.
+#[test]
+fn probe_rs_lays_out_the_boards_firmware_on_a_fake_probe() {
+    let board = boards::load("nucleo-f446re").unwrap();
+    let elf = build_firmware(&board, &[]).unwrap();
+    let mut session = probe::attach(&FakeBus, &board, None).unwrap();
+    probe::flash(&mut session, &elf, false, true).unwrap();
+    // The same ELF (~174 KiB) on a chip with 16 KiB of flash does not lay out.
+    let mut small = board.clone();
+    small.hardware.as_mut().unwrap().chip = "STM32F030F4Px".into();
+    let mut session = probe::attach(&FakeBus, &small, None).unwrap();
+    let e = probe::flash(&mut session, &elf, false, true).unwrap_err().to_string();
+    assert!(e.contains("releq-firmware") && e.contains("No flash memory contains"), "{e}");
 }

@@ -152,6 +152,22 @@ pub enum ProbeError {
     },
 }
 
+/// An error and its sources, `: `-joined (probe-rs's top-level messages
+/// alone are often generic).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out += ": ";
+            out += &t;
+        }
+        next = s.source();
+    }
+    out
+}
+
 /// A probe found on USB.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FoundProbe {
@@ -249,7 +265,7 @@ pub fn choose(found: &[FoundProbe], selector: Option<&str>) -> Result<FoundProbe
             let sel: DebugProbeSelector =
                 given.parse().map_err(|e: <DebugProbeSelector as std::str::FromStr>::Err| ProbeError::BadSelector {
                     given: given.into(),
-                    reason: e.to_string(),
+                    reason: chain(&e),
                 })?;
             let m: Vec<&FoundProbe> = found
                 .iter()
@@ -284,9 +300,9 @@ pub fn choose(found: &[FoundProbe], selector: Option<&str>) -> Result<FoundProbe
 /// targets; returns the target (its memory map is used by the size checks).
 pub fn chip_target(board: &Board) -> Result<probe_rs::Target, ProbeError> {
     let hw = board.hardware.as_ref().ok_or_else(|| ProbeError::NoHardware(board.name.clone()))?;
-    probe_rs::config::Registry::from_builtin_families().get_target_by_name(&hw.chip).map_err(|e| {
-        ProbeError::UnknownChip { board: board.name.clone(), chip: hw.chip.clone(), reason: e.to_string() }
-    })
+    probe_rs::config::Registry::from_builtin_families()
+        .get_target_by_name(&hw.chip)
+        .map_err(|e| ProbeError::UnknownChip { board: board.name.clone(), chip: hw.chip.clone(), reason: chain(&e) })
 }
 
 /// The chip's RAM and flash (NVM) ranges, from its probe-rs target.
@@ -315,12 +331,12 @@ fn attach_error(probe: &FoundProbe, chip: &str, e: probe_rs::Error) -> ProbeErro
     use probe_rs::Error as E;
     match &e {
         E::Probe(DebugProbeError::TargetNotFound) | E::Probe(DebugProbeError::Timeout) | E::Timeout => {
-            ProbeError::NotAnswering { probe: probe.selector(), reason: e.to_string() }
+            ProbeError::NotAnswering { probe: probe.selector(), reason: chain(&e) }
         }
         E::Probe(p) if is_permission(p) => {
             ProbeError::PermissionDenied { probe: probe.selector(), rule: probe.udev_rule() }
         }
-        _ => ProbeError::Attach { probe: probe.selector(), chip: chip.into(), reason: e.to_string() },
+        _ => ProbeError::Attach { probe: probe.selector(), chip: chip.into(), reason: chain(&e) },
     }
 }
 
@@ -332,7 +348,7 @@ pub fn attach(probes: &dyn Probes, board: &Board, selector: Option<&str>) -> Res
         if is_permission(&e) {
             ProbeError::PermissionDenied { probe: chosen.selector(), rule: chosen.udev_rule() }
         } else {
-            ProbeError::Open { probe: chosen.selector(), reason: e.to_string() }
+            ProbeError::Open { probe: chosen.selector(), reason: chain(&e) }
         }
     })?;
     probe.attach(target.name.as_str(), Permissions::new()).map_err(|e| attach_error(&chosen, &target.name, e))
@@ -378,11 +394,11 @@ pub fn flash(session: &mut Session, elf: &Path, progress: bool, dry_run: bool) -
         _ => {}
     });
     flashing::download_file_with_options(session, elf, ElfLoader(ElfOptions::default()), options)
-        .map_err(|e| ProbeError::Flash { elf: elf.to_path_buf(), reason: e.to_string() })
+        .map_err(|e| ProbeError::Flash { elf: elf.to_path_buf(), reason: chain(&e) })
 }
 
 fn core_err(what: &str) -> impl Fn(probe_rs::Error) -> ProbeError + '_ {
-    move |e| ProbeError::Core { what: what.into(), reason: e.to_string() }
+    move |e| ProbeError::Core { what: what.into(), reason: chain(&e) }
 }
 
 /// Reset and halt core 0, clear the RTT control block's id at `rtt_block`
@@ -429,7 +445,7 @@ impl RttTarget for ProbeTarget {
 }
 
 fn probe_link_error(what: &str, e: probe_rs::Error) -> LinkError {
-    LinkError::Probe(ProbeError::Core { what: format!("the probe ({what})"), reason: e.to_string() })
+    LinkError::Probe(ProbeError::Core { what: format!("the probe ({what})"), reason: chain(&e) })
 }
 
 /// The probe has no process to watch: a lost probe shows as a failed memory
