@@ -44,7 +44,7 @@ impl DeviceArgs {
                 timeout: Duration::from_secs(self.timeout),
                 verbose: self.verbose,
             };
-            return Ok(AnyDevice::Probe(ProbeDevice::start(&UsbProbes::new(), board, blob, &opts)?));
+            return Ok(AnyDevice::Probe(Box::new(ProbeDevice::start(&UsbProbes::new(), board, blob, &opts)?)));
         }
         if self.probe.is_some() {
             anyhow::bail!("--probe is for real boards; board {} runs under QEMU", board.name);
@@ -55,6 +55,6 @@ impl DeviceArgs {
             verbose: self.verbose,
             features: Vec::new(),
         };
-        Ok(AnyDevice::Qemu(QemuDevice::start(board, blob, &opts)?))
+        Ok(AnyDevice::Qemu(Box::new(QemuDevice::start(board, blob, &opts)?)))
     }
 }

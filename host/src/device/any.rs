@@ -8,10 +8,10 @@ use releq_common::protocol::Request;
 
 /// An emulated board under QEMU, or a real one through a probe.
 pub enum AnyDevice {
-    /// Under QEMU.
-    Qemu(QemuDevice),
+    /// Under QEMU (boxed, as the probe: both are a few hundred bytes).
+    Qemu(Box<QemuDevice>),
     /// Through a debug probe.
-    Probe(ProbeDevice),
+    Probe(Box<ProbeDevice>),
 }
 
 impl Requester for AnyDevice {

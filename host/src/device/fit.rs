@@ -237,10 +237,11 @@ mod tests {
     #[test]
     fn board_regions_are_checked_against_the_chips_map() {
         let b = board();
-        let ram = [0x2000_0000..0x2002_0000];
-        let nvm = [0x0800_0000..0x0808_0000];
+        let (sram, flash, short): (Range<u64>, Range<u64>, Range<u64>) =
+            (0x2000_0000..0x2002_0000, 0x0800_0000..0x0808_0000, 0x2000_0000..0x2001_8000);
+        let (ram, nvm) = (vec![sram], vec![flash]);
         assert!(layout_errors(&b, &ram, &nvm).is_empty());
-        let e = layout_errors(&b, &[0x2000_0000..0x2001_8000], &nvm);
+        let e = layout_errors(&b, &[short], &nvm);
         assert!(e.len() == 1 && e[0].contains("blob region 0x20014000"), "{e:?}");
         let mut b2 = b.clone();
         b2.blob.address = 0x2001_0000;
