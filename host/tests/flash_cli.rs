@@ -101,3 +101,18 @@ fn probe_rs_lays_out_the_boards_firmware_on_a_fake_probe() {
     let e = probe::flash(&mut session, &elf, false, true).unwrap_err().to_string();
     assert!(e.contains("releq-firmware") && e.contains("No flash memory contains"), "{e}");
 }
+
+/// `profile` and `run` with a real board go to the probe backend (not the
+/// old "cannot flash yet" refusal). A selector no probe has keeps the test
+/// from ever flashing a board that happens to be plugged in.
+#[test]
+fn a_real_board_reaches_the_probe_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "m.releq", &random_model(3, true).encode().unwrap());
+    let (ok, _, stderr) = releq(&["profile", &path, "--board", "nucleo-f446re", "--probe", "ffff:fffe"]);
+    assert!(!ok);
+    assert!(stderr.contains("no debug probe matches --probe ffff:fffe"), "{stderr}");
+    assert_eq!(stderr.matches("no debug probe matches").count(), 1, "said once: {stderr}");
+    let (ok, _, stderr) = releq(&["profile", &path, "--board", "qemu-m4", "--probe", "ffff:fffe"]);
+    assert!(!ok && stderr.contains("--probe is for real boards"), "{stderr}");
+}

@@ -3,8 +3,7 @@
 use clap::Args;
 use releq_host::boards::{self, Board};
 use releq_host::device::any::AnyDevice;
-use releq_host::device::probe::{ProbeDevice, ProbeOptions, UsbProbes};
-use releq_host::device::{QemuDevice, QemuOptions};
+use releq_host::device::QemuOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,24 +36,16 @@ impl DeviceArgs {
     /// Start the device with a model blob: under QEMU for an emulated board,
     /// else flashed through a debug probe.
     pub fn start(&self, board: &Board, blob: Option<&Path>) -> anyhow::Result<AnyDevice> {
-        if !board.emulated {
-            let opts = ProbeOptions {
-                probe: self.probe.clone(),
-                firmware: self.firmware.clone(),
-                timeout: Duration::from_secs(self.timeout),
-                verbose: self.verbose,
-            };
-            return Ok(AnyDevice::Probe(Box::new(ProbeDevice::start(&UsbProbes::new(), board, blob, &opts)?)));
-        }
-        if self.probe.is_some() {
-            anyhow::bail!("--probe is for real boards; board {} runs under QEMU", board.name);
-        }
-        let opts = QemuOptions {
+        Ok(AnyDevice::start(board, blob, &self.qemu_options(), self.probe.as_deref())?)
+    }
+
+    /// The QEMU options (firmware, timeout, verbosity; a probe takes the same).
+    pub fn qemu_options(&self) -> QemuOptions {
+        QemuOptions {
             firmware: self.firmware.clone(),
             timeout: Duration::from_secs(self.timeout),
             verbose: self.verbose,
             features: Vec::new(),
-        };
-        Ok(AnyDevice::Qemu(Box::new(QemuDevice::start(board, blob, &opts)?)))
+        }
     }
 }

@@ -242,7 +242,7 @@ pub enum LinkError {
         after: Duration,
     },
     /// The debug probe (listing, attaching, flashing, memory access).
-    #[error("{0}")]
+    #[error(transparent)]
     Probe(#[from] probe::ProbeError),
     /// The board cannot be run the way asked.
     #[error("board {board}: {reason}")]

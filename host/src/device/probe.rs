@@ -521,13 +521,14 @@ impl ProbeDevice {
             }
             None => None,
         };
+        // The probe first: a missing or ambiguous probe is said before a build.
+        let mut session = attach(probes, board, opts.probe.as_deref())?;
         let elf = match &opts.firmware {
             Some(p) => p.clone(),
             None => build_firmware(board, &[])?,
         };
         let elf_bytes = std::fs::read(&elf).map_err(|e| LinkError::io(format!("cannot read {}", elf.display()), e))?;
         let block = super::rtt::find_control_block(&elf, &elf_bytes)?;
-        let mut session = attach(probes, board, opts.probe.as_deref())?;
         flash(&mut session, &elf, true, false)?;
         start_firmware(&mut session, block, blob_bytes.as_deref().map(|b| (b, board.blob.address)))?;
         let log: Box<dyn std::io::Write + Send> = if opts.verbose {
