@@ -29,6 +29,7 @@ fn options(ckpt: &Path, data: &Path, out: &Path, cache: &Path, strategy: Strateg
         seed: 3,
         board: boards::load("qemu-m4").unwrap(),
         qemu: QemuOptions::default(),
+        probe: None,
         strategy,
         budget,
         wbits: vec![2, 4, 8],

@@ -2,7 +2,8 @@
 
 use clap::Args;
 use releq_host::boards::{self, Board};
-use releq_host::device::{QemuDevice, QemuOptions};
+use releq_host::device::any::AnyDevice;
+use releq_host::device::QemuOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +16,9 @@ pub struct DeviceArgs {
     /// Use this firmware ELF instead of building the firmware for the board.
     #[arg(long)]
     pub firmware: Option<PathBuf>,
+    /// The debug probe of a real board, `VID:PID[:SERIAL]` (`releq boards --probes`).
+    #[arg(long)]
+    pub probe: Option<String>,
     /// Seconds to wait for each answer from the device.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -29,24 +33,19 @@ impl DeviceArgs {
         Ok(boards::load(&self.board)?)
     }
 
-    /// Start the device with a model blob.
-    pub fn start(&self, board: &Board, blob: Option<&Path>) -> anyhow::Result<QemuDevice> {
-        if !board.emulated {
-            anyhow::bail!(
-                "board {} is real hardware: its firmware builds (RELEQ_BOARD={} cargo build --release --target {} in firmware/), \
-                 but this build of releq cannot flash or talk to a probe yet; use an emulated board (qemu-m4, or qemu-m4-rtt \
-                 for the RTT link)",
-                board.name,
-                board.name,
-                board.target
-            );
-        }
-        let opts = QemuOptions {
+    /// Start the device with a model blob: under QEMU for an emulated board,
+    /// else flashed through a debug probe.
+    pub fn start(&self, board: &Board, blob: Option<&Path>) -> anyhow::Result<AnyDevice> {
+        Ok(AnyDevice::start(board, blob, &self.qemu_options(), self.probe.as_deref())?)
+    }
+
+    /// The QEMU options (firmware, timeout, verbosity; a probe takes the same).
+    pub fn qemu_options(&self) -> QemuOptions {
+        QemuOptions {
             firmware: self.firmware.clone(),
             timeout: Duration::from_secs(self.timeout),
             verbose: self.verbose,
             features: Vec::new(),
-        };
-        Ok(QemuDevice::start(board, blob, &opts)?)
+        }
     }
 }

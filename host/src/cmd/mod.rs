@@ -5,6 +5,7 @@ pub mod compare;
 pub mod device_args;
 pub mod eval;
 pub mod finetune;
+pub mod flash;
 pub mod import;
 pub mod input_args;
 pub mod inspect;

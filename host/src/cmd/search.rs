@@ -4,7 +4,6 @@
 use super::device_args::DeviceArgs;
 use clap::{Parser, ValueEnum};
 use releq_host::data::{self, Dataset};
-use releq_host::device::QemuOptions;
 use releq_host::search::agent::PpoConfig;
 use releq_host::search::env::Constraints;
 use releq_host::search::reward::Cost;
@@ -12,7 +11,6 @@ use releq_host::search::strategies::{AgentOptions, Restart, Strategy};
 use releq_host::search::{search, SearchOptions};
 use releq_host::train::{self, TrainState};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// What the reward's cost state measures.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -193,12 +191,8 @@ impl SearchArgs {
             data_dir: self.data_dir.clone().unwrap_or_else(data::default_data_dir),
             seed: 1,
             board: self.device.board()?,
-            qemu: QemuOptions {
-                firmware: self.device.firmware.clone(),
-                timeout: Duration::from_secs(self.device.timeout),
-                verbose: self.device.verbose,
-                features: Vec::new(),
-            },
+            qemu: self.device.qemu_options(),
+            probe: self.device.probe.clone(),
             strategy: Strategy::Releq,
             budget: 0,
             wbits: self.wbits.clone(),

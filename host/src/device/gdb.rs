@@ -72,7 +72,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Hex to bytes; `None` on an odd length or a non-hex digit.
 pub fn from_hex(hex: &[u8]) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

@@ -94,6 +94,11 @@ impl<T: Transport> FrameLink<T> {
         Self { transport, reader: Box::new(FrameReader::new()), timed_out: None }
     }
 
+    /// The transport underneath.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
     /// Send one request and wait up to `timeout` for its response.
     pub fn request(
         &mut self,

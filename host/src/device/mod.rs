@@ -12,15 +12,23 @@
 //!   `qemu-uart` boards, or RTT read and written through QEMU's gdbstub
 //!   ([`gdb_rtt`], [`rtt`], [`gdb`]) for `qemu-m4-rtt`, which runs the
 //!   firmware code of the real boards.
+//! - [`probe::ProbeDevice`]: a real board through a debug probe (probe-rs):
+//!   flashed, the blob written into RAM, frames over RTT with the same ring
+//!   code ([`rtt_link`]) as under QEMU. Compiled and tested against fakes.
 //!
 //! The request/response framing is shared by every link ([`link`]). Every
 //! failure is a [`LinkError`] that says what to do about it.
 
+pub mod any;
+pub mod fit;
+pub mod framed;
 pub mod gdb;
 pub mod gdb_rtt;
 pub mod link;
+pub mod probe;
 pub mod qemu;
 pub mod rtt;
+pub mod rtt_link;
 pub mod uart;
 
 pub use qemu::{build_firmware, firmware_dir, QemuDevice, QemuOptions};
@@ -233,6 +241,9 @@ pub enum LinkError {
         /// How long the host waited.
         after: Duration,
     },
+    /// The debug probe (listing, attaching, flashing, memory access).
+    #[error(transparent)]
+    Probe(#[from] probe::ProbeError),
     /// The board cannot be run the way asked.
     #[error("board {board}: {reason}")]
     Board {

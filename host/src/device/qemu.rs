@@ -25,9 +25,9 @@
 //! with [`QemuOptions::verbose`] they are also printed as they come.
 
 use super::link::{FrameLink, Peer, Transport};
-use super::{Device, DeviceInfoOwned, DeviceStats, LayerTime, LinkError, Reply, RunOutput};
+use super::{Device, DeviceInfoOwned, LinkError, Reply};
 use crate::boards::{Board, LinkKind};
-use releq_common::protocol::{LayerSpec, Request, PROTOCOL_VERSION};
+use releq_common::protocol::Request;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixStream;
@@ -253,7 +253,7 @@ fn read_stderr(stderr: impl Read + Send + 'static, log: Arc<Mutex<VecDeque<Strin
 
 /// Read QEMU's stdout (the firmware's defmt stream) and decode it with the
 /// ELF's defmt table; without a table it is taken as text.
-fn read_stdout(
+pub(super) fn read_stdout(
     mut stdout: impl Read + Send + 'static,
     elf: Vec<u8>,
     log: Arc<Mutex<VecDeque<String>>>,
@@ -492,41 +492,8 @@ impl QemuDevice {
     }
 }
 
-/// The error for an answer that is not the one asked for.
-fn unexpected(reply: Reply, request: &'static str) -> LinkError {
-    match reply {
-        Reply::Error(e) => LinkError::Device(e),
-        other => LinkError::Unexpected { request, got: other.kind() },
-    }
-}
-
-impl Device for QemuDevice {
-    fn info(&mut self) -> Result<DeviceInfoOwned, LinkError> {
-        match self.request(&Request::Info { protocol: PROTOCOL_VERSION })? {
-            Reply::Info(i) => Ok(i),
-            other => Err(unexpected(other, "Info")),
-        }
-    }
-
-    fn run(&mut self, input: &[i8]) -> Result<RunOutput, LinkError> {
-        let bytes: Vec<u8> = input.iter().map(|&v| v as u8).collect();
-        match self.request(&Request::Run { input: &bytes })? {
-            Reply::Run(o) => Ok(o),
-            other => Err(unexpected(other, "Run")),
-        }
-    }
-
-    fn time_layer(&mut self, spec: &LayerSpec, repeat: u16) -> Result<LayerTime, LinkError> {
-        match self.request(&Request::TimeLayer { spec: *spec, repeat })? {
-            Reply::LayerTime(t) => Ok(t),
-            other => Err(unexpected(other, "TimeLayer")),
-        }
-    }
-
-    fn stats(&mut self) -> Result<DeviceStats, LinkError> {
-        match self.request(&Request::Stats)? {
-            Reply::Stats(s) => Ok(s),
-            other => Err(unexpected(other, "Stats")),
-        }
+impl super::framed::Requester for QemuDevice {
+    fn request(&mut self, request: &Request<'_>) -> Result<Reply, LinkError> {
+        QemuDevice::request(self, request)
     }
 }

@@ -17,7 +17,7 @@ use super::env::{Env, Record};
 use super::oracle::{Oracle, OracleOptions};
 use super::strategies::{self, Strategy};
 use super::{open_env, split_seed, SearchError, SearchOptions};
-use crate::device::QemuDevice;
+use crate::device::any::AnyDevice;
 use crate::train;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -210,7 +210,7 @@ fn one_run(
 pub fn compare(o: &CompareOptions) -> Result<Comparison, SearchError> {
     let s = &o.search;
     std::fs::create_dir_all(&s.out).map_err(|source| SearchError::Io { path: s.out.clone(), source })?;
-    let mut dev = QemuDevice::start(&s.board, None, &s.qemu)?;
+    let mut dev = AnyDevice::start(&s.board, None, &s.qemu, s.probe.as_deref())?;
     let (mut env, _unit) = open_env(s, &mut dev)?;
     if env.space() > strategies::EXHAUSTIVE_LIMIT {
         return Err(strategies::StrategyError::TooLarge(env.space()).into());

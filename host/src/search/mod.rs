@@ -34,7 +34,8 @@ pub mod strategies;
 
 use crate::boards::Board;
 use crate::data::{self, Dataset, Split};
-use crate::device::{Device, QemuDevice, QemuOptions};
+use crate::device::any::AnyDevice;
+use crate::device::{Device, QemuOptions};
 use crate::eval::quantize_image;
 use crate::train;
 use env::{Constraints, Env, Record};
@@ -61,8 +62,10 @@ pub struct SearchOptions {
     pub seed: u64,
     /// Board.
     pub board: Board,
-    /// How to start the device.
+    /// How to start the device (a probe takes the firmware, timeout and verbosity).
     pub qemu: QemuOptions,
+    /// The debug probe of a real board (`VID:PID[:SERIAL]`; None: the only one).
+    pub probe: Option<String>,
     /// Strategy.
     pub strategy: Strategy,
     /// Accuracy evaluations allowed.
@@ -220,7 +223,7 @@ pub fn split_seed(o: &SearchOptions) -> u64 {
 /// float accuracy measured), the latency table (cached entries loaded,
 /// missing ones measured) and the reward's constants. Also returns the
 /// latency unit.
-pub fn open_env<'d>(o: &SearchOptions, dev: &'d mut QemuDevice) -> Result<(Env<'d>, String), SearchError> {
+pub fn open_env<'d>(o: &SearchOptions, dev: &'d mut dyn Device) -> Result<(Env<'d>, String), SearchError> {
     let split = train::load_split(&o.data_dir, o.dataset, split_seed(o), None)?;
     let oracle = Oracle::new(
         split,
@@ -253,7 +256,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     }
     std::fs::create_dir_all(&o.out).map_err(io(&o.out))?;
     let split_seed = split_seed(o);
-    let mut dev = QemuDevice::start(&o.board, None, &o.qemu)?;
+    let mut dev = AnyDevice::start(&o.board, None, &o.qemu, o.probe.as_deref())?;
     let (mut env, unit) = open_env(o, &mut dev)?;
 
     // Resume: everything evaluated before is known; the budget counts it.
@@ -399,7 +402,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
 
     // Device verification and whole-model latency, measured.
     let plan = final_model.plan()?;
-    let mut dev = QemuDevice::start(&o.board, Some(&model_path), &o.qemu)?;
+    let mut dev = AnyDevice::start(&o.board, Some(&model_path), &o.qemu, o.probe.as_deref())?;
     let mut arena = vec![0i8; plan.arena_bytes];
     let (mut mismatches, mut counts) = (0, Vec::new());
     let checked = o.verify_count.min(test.len());
@@ -414,7 +417,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     }
     drop(dev);
     let int8_plan = int8_model.plan()?;
-    let mut dev8 = QemuDevice::start(&o.board, Some(&int8_path), &o.qemu)?;
+    let mut dev8 = AnyDevice::start(&o.board, Some(&int8_path), &o.qemu, o.probe.as_deref())?;
     let input = quantize_image(test.image(0), &int8_plan.input().quant);
     let latency_int8: u64 = dev8.run(&input)?.counts.iter().map(|&c| c as u64).sum();
     drop(dev8);
