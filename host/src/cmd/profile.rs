@@ -59,7 +59,8 @@ impl Profile {
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             print!("{}", releq_host::profile::render(&report));
-            println!("wall time {wall:.2} s (QEMU start, firmware handshake and {} run(s))", report.repeats);
+            let start = if board.emulated { "QEMU start" } else { "attach, flash, blob write" };
+            println!("wall time {wall:.2} s ({start}, firmware handshake and {} run(s))", report.repeats);
         }
         Ok(())
     }
