@@ -696,15 +696,7 @@ fn dense_form<M: Mac, const BITS: u8>(l: &Dense<'_>, in_zp: i32, input: &[i8], o
     let Some(col) = words(scratch, kp / 2) else {
         return reference::dense(l, in_zp, input, output);
     };
-    let g = group_weights(bits);
-    let p = perm(bits);
-    {
-        let lanes: &mut [u16] = bytemuck::cast_slice_mut(col);
-        lanes[k..].fill(0);
-        for (kk, &x) in input.iter().enumerate() {
-            lanes[lane_of(kk, g, &p)] = (x as i32 - in_zp) as u16;
-        }
-    }
+    column(input, in_zp, bits, col);
     let rb = pack::row_bytes(k, bits);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
     let n = (l.out_features as usize).min(output.len());
@@ -739,7 +731,7 @@ fn dense_widened<M: Mac, const BITS: u8>(
     let Some(col) = words(head, kp / 2).filter(|_| tail.len() >= WIDEN_ROWS * rb) else {
         return reference::dense(l, in_zp, input, output);
     };
-    column::<BITS>(input, in_zp, col);
+    column(input, in_zp, BITS, col);
     let (lo, hi) = clamp_bounds(&l.clamp, l.out.bits);
     let n = (l.out_features as usize).min(output.len());
     for o in (0..n).step_by(4) {
@@ -753,9 +745,10 @@ fn dense_widened<M: Mac, const BITS: u8>(
     }
 }
 
-/// The input vector as lane words in the order of `BITS`-bit groups.
-fn column<const BITS: u8>(input: &[i8], in_zp: i32, col: &mut [u32]) {
-    let (g, p) = (group_weights(BITS), perm(BITS));
+/// The input vector as lane words in the order of `bits`-bit groups.
+#[inline(always)]
+fn column(input: &[i8], in_zp: i32, bits: u8, col: &mut [u32]) {
+    let (g, p) = (group_weights(bits), perm(bits));
     let lanes: &mut [u16] = bytemuck::cast_slice_mut(col);
     lanes[input.len()..].fill(0);
     for (kk, &x) in input.iter().enumerate() {
