@@ -73,6 +73,10 @@ pub const MAX_SCRATCH: usize = 16 * 1024;
 /// Output pixels per pass.
 pub const PIX: usize = 4;
 
+/// Largest [`nw`] whose taps [`fill_weights`] decodes on the stack (a
+/// kernel row of up to 31 taps); wider rows decode each tap where it is used.
+const MAX_NW: usize = 16;
+
 /// Lane words per kernel row and phase for `l` taps per row: enough for the
 /// `B` form, one tap later.
 pub const fn nw(l: usize) -> usize {
@@ -301,20 +305,46 @@ fn fill_weights(g: &Geom, l: &Conv2d<'_>, buf: &mut [u32]) {
     let bits = l.w.bits;
     let rb = pack::row_bytes(g.kh * g.l, bits);
     let (nw, wrow) = (g.nw, g.wrow());
+    // Zero outside `1..=l`, which every kernel row overwrites.
+    let mut taps = [0i32; 2 * MAX_NW + 1];
     for (oc, wc) in buf.chunks_exact_mut(g.kh * wrow).enumerate() {
         let row = l.w.row(oc, rb);
         for (ky, wk) in wc.chunks_exact_mut(wrow).enumerate() {
-            let tap = |t: isize| {
-                if t >= 0 && (t as usize) < g.l {
-                    pack::get(row, bits, ky * g.l + t as usize) as i32
-                } else {
-                    0
+            // The row's taps decoded once, `taps[t + 1]` = tap `t`, zero
+            // before the first and after the last (`2 * nw = l + 1` or `l
+            // + 2`, so every index below is at most `2 * nw`).
+            if nw <= MAX_NW {
+                let at = ky * g.l;
+                let dst = &mut taps[1..=g.l];
+                match bits {
+                    8 => {
+                        for (v, &b) in dst.iter_mut().zip(&row[at..]) {
+                            *v = b as i8 as i32;
+                        }
+                    }
+                    _ => {
+                        for (t, v) in dst.iter_mut().enumerate() {
+                            *v = pack::get(row, bits, at + t) as i32;
+                        }
+                    }
                 }
-            };
-            for j in 0..nw {
-                let t = 2 * j as isize;
-                wk[j] = pack_lanes(tap(t), tap(t + 1));
-                wk[nw + j] = pack_lanes(tap(t - 1), tap(t));
+                for j in 0..nw {
+                    wk[j] = pack_lanes(taps[2 * j + 1], taps[2 * j + 2]);
+                    wk[nw + j] = pack_lanes(taps[2 * j], taps[2 * j + 1]);
+                }
+            } else {
+                let tap = |t: isize| {
+                    if t >= 0 && (t as usize) < g.l {
+                        pack::get(row, bits, ky * g.l + t as usize) as i32
+                    } else {
+                        0
+                    }
+                };
+                for j in 0..nw {
+                    let t = 2 * j as isize;
+                    wk[j] = pack_lanes(tap(t), tap(t + 1));
+                    wk[nw + j] = pack_lanes(tap(t - 1), tap(t));
+                }
             }
             wk[2 * nw] = if ky + 1 < g.kh { (4 * g.rw) as u32 } else { 0 };
         }
