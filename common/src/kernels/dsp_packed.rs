@@ -13,10 +13,35 @@
 #![allow(unsafe_code)]
 
 use super::dsp::Dsp;
-use super::packed::{Extract, PackedOps};
+use super::packed::{Extract, OutClamp, PackedOps, ShortRq};
 use core::arch::asm;
 
 impl PackedOps for Dsp {
+    #[inline(always)]
+    fn store_short(acc: &[i32], out: &mut [i8], q: &[ShortRq], c: &OutClamp) -> bool {
+        let n = acc.len();
+        if n == 0 || out.len() < n || q.len() < n {
+            return false;
+        }
+        // A clamp that is the whole signed `b`-bit range takes one `SSAT`.
+        let top = c.hi.wrapping_add(1);
+        let full = top > 0 && top.count_ones() == 1 && c.lo == -top;
+        let f = match (full, top) {
+            (true, 2) => store_short_sat2,
+            (true, 4) => store_short_sat3,
+            (true, 8) => store_short_sat4,
+            (true, 16) => store_short_sat5,
+            (true, 32) => store_short_sat6,
+            (true, 64) => store_short_sat7,
+            (true, 128) => store_short_sat8,
+            _ => store_short_clamp,
+        };
+        // SAFETY: `n >= 1`; `acc[..n]`, `q[..n]` are readable and
+        // `out[..n]` writable (checked above); `c` is a live reference.
+        unsafe { f(acc.as_ptr(), out.as_mut_ptr(), n, q.as_ptr(), c) };
+        true
+    }
+
     #[inline(always)]
     fn sum_bytes(v: u32, acc: u32) -> u32 {
         let r: u32;
@@ -310,3 +335,55 @@ unsafe extern "C" fn packed_dot4x1(rows: *const [*const u8; 4], col: *const u32,
         "pop {{r4-r11, pc}}",
     )
 }
+
+/// The store loop of [`PackedOps::store_short`]: per output one `LDR` of
+/// the accumulator, one `LDM` of its [`ShortRq`], `LSL` (by `pre`) +
+/// `SMMULR`, the
+/// rounding add (`ADD`, `SUB` with `LSR #31`), `ASR`, the zero point, the
+/// clamp (`$clamp`: one `SSAT`, or two compare-and-moves) and `STRB` with
+/// post-increment, `SUBS` + `BNE`: 13 instructions with `SSAT`, 17
+/// without.
+///
+/// # Safety
+/// `n >= 1`; `acc[0..n]` and `q[0..n]` readable (`i32`, `ShortRq` are
+/// word-aligned, as `LDM` needs); `out[0..n]` writable; `c` readable. The
+/// values are not safety conditions (wrong ones give wrong outputs).
+macro_rules! store_short {
+    ($name:ident, $($clamp:literal),+) => {
+        /// See [`store_short`].
+        ///
+        /// # Safety
+        /// As [`store_short`].
+        #[unsafe(naked)]
+        unsafe extern "C" fn $name(acc: *const i32, out: *mut i8, n: usize, q: *const ShortRq, c: &OutClamp) {
+            core::arch::naked_asm!(
+                "push {{r4-r11, lr}}",
+                "ldr r12, [sp, #36]",
+                "ldm r12, {{r7, r8, r9}}",
+                "2:",
+                "ldr r10, [r0], #4",
+                "ldm r3!, {{r4, r5, r6, r12}}",
+                "lsl r10, r10, r12",
+                "smmulr r10, r10, r4",
+                "add r11, r10, r5",
+                "sub r11, r11, r10, lsr #31",
+                "asr r11, r11, r6",
+                "add r11, r11, r7",
+                $($clamp,)+
+                "strb r11, [r1], #1",
+                "subs r2, r2, #1",
+                "bne 2b",
+                "pop {{r4-r11, pc}}",
+            )
+        }
+    };
+}
+
+store_short!(store_short_sat2, "ssat r11, #2, r11");
+store_short!(store_short_sat3, "ssat r11, #3, r11");
+store_short!(store_short_sat4, "ssat r11, #4, r11");
+store_short!(store_short_sat5, "ssat r11, #5, r11");
+store_short!(store_short_sat6, "ssat r11, #6, r11");
+store_short!(store_short_sat7, "ssat r11, #7, r11");
+store_short!(store_short_sat8, "ssat r11, #8, r11");
+store_short!(store_short_clamp, "cmp r11, r8", "it lt", "movlt r11, r8", "cmp r11, r9", "it gt", "movgt r11, r9");

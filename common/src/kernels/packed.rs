@@ -236,6 +236,87 @@ pub trait PackedOps: Mac {
         let _ = (rows, col, k, out);
         false
     }
+
+    /// An optional store loop: `out[i] = clamp(q[i].apply(acc[i]) +
+    /// c.zp, c.lo, c.hi)` for `i < acc.len()` (`out` and `q` at least as
+    /// long), every accumulator below `2^30` in magnitude (the condition
+    /// [`ShortRq::apply`] is exact under); returns false (nothing done)
+    /// where the backend has none.
+    #[inline(always)]
+    fn store_short(acc: &[i32], out: &mut [i8], q: &[ShortRq], c: &OutClamp) -> bool {
+        let _ = (acc, out, q, c);
+        false
+    }
+}
+
+/// A requantisation for accumulators whose shifted value stays below `2^30`
+/// in magnitude, in the order the store loops load it: `x = acc << (pre -
+/// 1)`, `y = (2x * m + 2^31) >> 32` (`SMMULR` of `acc << pre`; exactly the
+/// reference's `(x * m + 2^30) >> 31`, as `2x` does not overflow), then `(y
+/// + half - [y < 0]) >> right`.
+/// - A right shift (`shift < 0`): `pre = 1`, `half = 2^(right-1)`: exactly
+///   the reference's rounding divide (proof in [`super::first`]'s
+///   `RightRequant`, which this is).
+/// - No right shift (`shift = left >= 0`): `pre = left + 1`, `half = 0`,
+///   `right = 0`: the reference's `y`, except `y - 1` for `y < 0`. Used only
+///   where the clamp's lowest code is at least the zero point (a ReLU),
+///   where every `y < 0` clamps to the lowest code either way.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShortRq {
+    /// Multiplier, `0..2^31`.
+    pub m: i32,
+    /// Rounding addend.
+    pub half: i32,
+    /// Right shift, `0..=31`.
+    pub right: i32,
+    /// Left shift of the accumulator, `1..=31`.
+    pub pre: i32,
+}
+
+impl ShortRq {
+    /// `q` as a short requantisation, if every accumulator is at most
+    /// `bound` in magnitude with `bound * 2^left < 2^30`; a shift `>= 0`
+    /// only where `relu` (the clamp's lowest code is at least the zero
+    /// point).
+    pub fn new(q: crate::quant::QuantizedMultiplier, bound: i64, relu: bool) -> Option<Self> {
+        let shift = q.shift as i32;
+        if q.multiplier < 0 || bound < 0 {
+            return None;
+        }
+        if shift < 0 {
+            let right = -shift;
+            (right <= 31 && bound < 1 << 30).then(|| Self { m: q.multiplier, half: 1 << (right - 1), right, pre: 1 })
+        } else {
+            (relu && shift <= 30 && bound < (1i64 << 30) >> shift).then(|| Self {
+                m: q.multiplier,
+                half: 0,
+                right: 0,
+                pre: shift + 1,
+            })
+        }
+    }
+
+    /// The requantised value of `acc` (see the type's doc for when it is
+    /// exact).
+    #[inline(always)]
+    pub fn apply(&self, acc: i32) -> i32 {
+        let x = (acc as i64) << (self.pre - 1);
+        let y = ((x * self.m as i64 + (1i64 << 30)) >> 31) as i32;
+        (y + self.half - ((y as u32 >> 31) as i32)) >> self.right
+    }
+}
+
+/// An output's zero point and clamp, in the order the store loops load them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutClamp {
+    /// Output zero point.
+    pub zp: i32,
+    /// Lowest output code.
+    pub lo: i32,
+    /// Highest output code.
+    pub hi: i32,
 }
 
 /// How packed sums are extracted: the spacing table, and every `cap` bytes
@@ -327,6 +408,15 @@ impl Chan {
             bias = bias.wrapping_sub(zu.wrapping_mul(sw));
         }
         Self { bias, rq: Requant::new(w.requant(c)) }
+    }
+
+    /// Channel `c`'s short requantisation ([`ShortRq::new`]; `relu`: the
+    /// clamp's lowest code is at least the zero point), with the bound
+    /// `|bias + sum (a - z) w| <= |bias| + k * 2^in_bits * 2^(wbits - 1)`
+    /// for `k` products of `in_bits`-bit inputs.
+    fn short(&self, w: &Weights<'_>, c: usize, k: usize, in_bits: u8, relu: bool) -> Option<ShortRq> {
+        let bound = (self.bias as i64).abs() + ((k as i64) << (in_bits + w.bits - 1));
+        ShortRq::new(w.requant(c), bound, relu)
     }
 
     #[inline(always)]
@@ -518,10 +608,20 @@ pub fn conv2d<M: PackedOps>(
         }
     };
     let mut chans = [Chan { bias: 0, rq: Requant::new(l.w.requant(0)) }; BLOCK];
+    let mut shorts = [ShortRq::default(); BLOCK];
+    let clamp = OutClamp { zp: out_zp, lo, hi };
+    // One pixel pair's accumulators (bias included) for the short store.
+    let mut acc = [[0i32; BLOCK]; 2];
     for c0 in (0..oc_n).step_by(nb) {
         let c1 = (c0 + nb).min(oc_n);
-        for (c, ch) in (c0..c1).zip(chans.iter_mut()) {
-            *ch = Chan::new(&l.w, c, rb, codes.zu);
+        let n = c1 - c0;
+        let mut short = true;
+        for (i, (ch, sq)) in chans.iter_mut().zip(shorts.iter_mut()).take(n).enumerate() {
+            *ch = Chan::new(&l.w, c0 + i, rb, codes.zu);
+            match ch.short(&l.w, c0 + i, k, in_bits, lo >= out_zp) {
+                Some(q) => *sq = q,
+                None => short = false,
+            }
         }
         // Rows spaced once per call, interleaved by pairs (the odd last
         // channel paired with itself).
@@ -540,6 +640,30 @@ pub fn conv2d<M: PackedOps>(
             let s0 = h * fill(raw, cols, 0, pix);
             let s1 = h * fill(raw, cols, 1, if pair { pix + 1 } else { pix });
             let (out0, out1) = output[pix * oc_n..].split_at_mut(oc_n);
+            if short {
+                // Every channel of the block has the short form: collect the
+                // accumulators, then one store loop per pixel.
+                let mut oc = c0;
+                while oc < c1 {
+                    let oc1 = if oc + 1 < c1 { oc + 1 } else { oc };
+                    let at = (oc - c0) * np;
+                    let p = dot2x2::<M>(&prep[at..at + 2 * np], np, cols, &codes);
+                    let (b0, b1) = (chans[oc - c0].bias, chans[oc1 - c0].bias);
+                    // For the odd last channel (paired with itself) the
+                    // second pair of sums equals the first.
+                    acc[0][oc - c0] = b0.wrapping_add(p[0] - s0);
+                    acc[1][oc - c0] = b0.wrapping_add(p[1] - s1);
+                    acc[0][oc1 - c0] = b1.wrapping_add(p[2] - s0);
+                    acc[1][oc1 - c0] = b1.wrapping_add(p[3] - s1);
+                    oc += 2;
+                }
+                store_short::<M>(&acc[0][..n], &mut out0[c0..c1], &shorts[..n], &clamp);
+                if pair {
+                    store_short::<M>(&acc[1][..n], &mut out1[c0..c1], &shorts[..n], &clamp);
+                }
+                pix += 2;
+                continue;
+            }
             let mut oc = c0;
             while oc < c1 {
                 let oc1 = if oc + 1 < c1 { oc + 1 } else { oc };
@@ -562,6 +686,17 @@ pub fn conv2d<M: PackedOps>(
         }
     }
     true
+}
+
+/// `out[i] = clamp(q[i].apply(acc[i]) + zp, lo, hi)`: the backend's store
+/// loop where it has one, else plain Rust (the same arithmetic).
+#[inline(always)]
+fn store_short<M: PackedOps>(acc: &[i32], out: &mut [i8], q: &[ShortRq], c: &OutClamp) {
+    if !M::store_short(acc, out, q, c) {
+        for ((o, &a), q) in out.iter_mut().zip(acc).zip(q) {
+            *o = (q.apply(a) + c.zp).clamp(c.lo, c.hi) as i8;
+        }
+    }
 }
 
 /// Fully connected layer by packed products; false (nothing written) when
