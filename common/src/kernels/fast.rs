@@ -57,6 +57,7 @@
 
 use super::gather::Gather;
 use super::mac::{pack_lanes, Mac};
+use super::packed::{OutClamp, ShortRq};
 use super::requant::Requant;
 use super::{clamp_bounds, packed, reference};
 use crate::model::{Conv2d, Dense, Shape, TensorQuant, Weights};
@@ -482,6 +483,10 @@ fn finish(w: &Weights<'_>, c: usize, sum: i32, out_zp: i32, lo: i32, hi: i32) ->
     Requant::new(w.requant(c)).apply(acc).saturating_add(out_zp).clamp(lo, hi) as i8
 }
 
+/// Most output channels a convolution collects a pixel pair's accumulators
+/// of, on the stack, for the short store (16 + 8 bytes each).
+const SHORT_MAX: usize = 64;
+
 /// The scratch as aligned words, if it holds at least `words` of them
 /// (`usize::MAX`: all there are).
 fn words(scratch: &mut [i8], words: usize) -> Option<&mut [u32]> {
@@ -549,7 +554,7 @@ pub fn conv2d<M: packed::PackedOps>(
     }
 }
 
-fn conv2d_form<M: Mac, const BITS: u8>(
+fn conv2d_form<M: packed::PackedOps, const BITS: u8>(
     l: &Conv2d<'_>,
     in_shape: Shape,
     in_zp: i32,
@@ -632,12 +637,46 @@ fn conv2d_form<M: Mac, const BITS: u8>(
             }
         }
     };
+    // The short requantisation of every channel, where all have one and
+    // there are at most SHORT_MAX: then a pixel pair's accumulators are
+    // collected and stored by one loop per pixel. Bound: |x - z| <= 2^8,
+    // |w| <= 2^(bits - 1).
+    let mut shorts = [ShortRq::default(); SHORT_MAX];
+    let relu = lo >= out_zp;
+    let short = oc_n <= SHORT_MAX
+        && (0..oc_n).all(|c| {
+            let bound = (l.w.bias(c) as i64).abs() + ((k as i64) << (7 + bits as u32));
+            ShortRq::new(l.w.requant(c), bound, relu).map(|q| shorts[c] = q).is_some()
+        });
+    let clamp = OutClamp { zp: out_zp, lo, hi };
+    let mut acc = [[0i32; SHORT_MAX]; 2];
     let mut pix = 0;
     while pix < npix {
         let pair = pix + 1 < npix;
         fill(cols, 0, pix);
         fill(cols, 1, if pair { pix + 1 } else { pix });
         let o0 = pix * oc_n;
+        if short {
+            let mut oc = 0;
+            while oc < oc_n {
+                let oc1 = if oc + 1 < oc_n { oc + 1 } else { oc };
+                let [a00, a01, a10, a11] = dot2x2::<M, BITS>(bits, l.w.packed, oc * rb, oc1 * rb, rb, cols);
+                let (b0, b1) = (l.w.bias(oc), l.w.bias(oc1));
+                // The odd last channel is paired with itself: a10 = a00.
+                acc[0][oc] = b0.wrapping_add(a00);
+                acc[1][oc] = b0.wrapping_add(a01);
+                acc[0][oc1] = b1.wrapping_add(a10);
+                acc[1][oc1] = b1.wrapping_add(a11);
+                oc += 2;
+            }
+            let (out0, out1) = output[o0..].split_at_mut(oc_n);
+            packed::store_short::<M>(&acc[0][..oc_n], out0, &shorts[..oc_n], &clamp);
+            if pair {
+                packed::store_short::<M>(&acc[1][..oc_n], &mut out1[..oc_n], &shorts[..oc_n], &clamp);
+            }
+            pix += 2;
+            continue;
+        }
         let mut oc = 0;
         while oc < oc_n {
             let oc1 = if oc + 1 < oc_n { oc + 1 } else { oc };

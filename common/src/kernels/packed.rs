@@ -691,7 +691,7 @@ pub fn conv2d<M: PackedOps>(
 /// `out[i] = clamp(q[i].apply(acc[i]) + zp, lo, hi)`: the backend's store
 /// loop where it has one, else plain Rust (the same arithmetic).
 #[inline(always)]
-fn store_short<M: PackedOps>(acc: &[i32], out: &mut [i8], q: &[ShortRq], c: &OutClamp) {
+pub(super) fn store_short<M: PackedOps>(acc: &[i32], out: &mut [i8], q: &[ShortRq], c: &OutClamp) {
     if !M::store_short(acc, out, q, c) {
         for ((o, &a), q) in out.iter_mut().zip(acc).zip(q) {
             *o = (q.apply(a) + c.zp).clamp(c.lo, c.hi) as i8;
