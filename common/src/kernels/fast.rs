@@ -656,42 +656,39 @@ fn conv2d_form<M: packed::PackedOps, const BITS: u8>(
         fill(cols, 0, pix);
         fill(cols, 1, if pair { pix + 1 } else { pix });
         let o0 = pix * oc_n;
-        if short {
-            let mut oc = 0;
-            while oc < oc_n {
-                let oc1 = if oc + 1 < oc_n { oc + 1 } else { oc };
+        let (out0, out1) = output[o0..].split_at_mut(oc_n);
+        // Channels SHORT_MAX at a time: collect the pixel pair's
+        // accumulators, then store each pixel.
+        let mut cb = 0;
+        while cb < oc_n {
+            let ce = (cb + SHORT_MAX).min(oc_n);
+            let mut oc = cb;
+            while oc < ce {
+                let oc1 = if oc + 1 < ce { oc + 1 } else { oc };
                 let [a00, a01, a10, a11] = dot2x2::<M, BITS>(bits, l.w.packed, oc * rb, oc1 * rb, rb, cols);
                 let (b0, b1) = (l.w.bias(oc), l.w.bias(oc1));
                 // The odd last channel is paired with itself: a10 = a00.
-                acc[0][oc] = b0.wrapping_add(a00);
-                acc[1][oc] = b0.wrapping_add(a01);
-                acc[0][oc1] = b1.wrapping_add(a10);
-                acc[1][oc1] = b1.wrapping_add(a11);
+                acc[0][oc - cb] = b0.wrapping_add(a00);
+                acc[1][oc - cb] = b0.wrapping_add(a01);
+                acc[0][oc1 - cb] = b1.wrapping_add(a10);
+                acc[1][oc1 - cb] = b1.wrapping_add(a11);
                 oc += 2;
             }
-            let (out0, out1) = output[o0..].split_at_mut(oc_n);
-            packed::store_short::<M>(&acc[0][..oc_n], out0, &shorts[..oc_n], &clamp);
-            if pair {
-                packed::store_short::<M>(&acc[1][..oc_n], &mut out1[..oc_n], &shorts[..oc_n], &clamp);
-            }
-            pix += 2;
-            continue;
-        }
-        let mut oc = 0;
-        while oc < oc_n {
-            let oc1 = if oc + 1 < oc_n { oc + 1 } else { oc };
-            let [a00, a01, a10, a11] = dot2x2::<M, BITS>(bits, l.w.packed, oc * rb, oc1 * rb, rb, cols);
-            output[o0 + oc] = finish(&l.w, oc, a00, out_zp, lo, hi);
-            if pair {
-                output[o0 + oc_n + oc] = finish(&l.w, oc, a01, out_zp, lo, hi);
-            }
-            if oc1 != oc {
-                output[o0 + oc1] = finish(&l.w, oc1, a10, out_zp, lo, hi);
-                if pair {
-                    output[o0 + oc_n + oc1] = finish(&l.w, oc1, a11, out_zp, lo, hi);
+            let n = ce - cb;
+            let store = |a: &[i32], out: &mut [i8]| {
+                if short {
+                    packed::store_short::<M>(a, out, &shorts[..n], &clamp);
+                } else {
+                    for (c, (o, &a)) in (cb..).zip(out.iter_mut().zip(a)) {
+                        *o = Requant::new(l.w.requant(c)).apply(a).saturating_add(out_zp).clamp(lo, hi) as i8;
+                    }
                 }
+            };
+            store(&acc[0][..n], &mut out0[cb..ce]);
+            if pair {
+                store(&acc[1][..n], &mut out1[cb..ce]);
             }
-            oc += 2;
+            cb = ce;
         }
         pix += 2;
     }

@@ -640,47 +640,33 @@ pub fn conv2d<M: PackedOps>(
             let s0 = h * fill(raw, cols, 0, pix);
             let s1 = h * fill(raw, cols, 1, if pair { pix + 1 } else { pix });
             let (out0, out1) = output[pix * oc_n..].split_at_mut(oc_n);
-            if short {
-                // Every channel of the block has the short form: collect the
-                // accumulators, then one store loop per pixel.
-                let mut oc = c0;
-                while oc < c1 {
-                    let oc1 = if oc + 1 < c1 { oc + 1 } else { oc };
-                    let at = (oc - c0) * np;
-                    let p = dot2x2::<M>(&prep[at..at + 2 * np], np, cols, &codes);
-                    let (b0, b1) = (chans[oc - c0].bias, chans[oc1 - c0].bias);
-                    // For the odd last channel (paired with itself) the
-                    // second pair of sums equals the first.
-                    acc[0][oc - c0] = b0.wrapping_add(p[0] - s0);
-                    acc[1][oc - c0] = b0.wrapping_add(p[1] - s1);
-                    acc[0][oc1 - c0] = b1.wrapping_add(p[2] - s0);
-                    acc[1][oc1 - c0] = b1.wrapping_add(p[3] - s1);
-                    oc += 2;
-                }
-                store_short::<M>(&acc[0][..n], &mut out0[c0..c1], &shorts[..n], &clamp);
-                if pair {
-                    store_short::<M>(&acc[1][..n], &mut out1[c0..c1], &shorts[..n], &clamp);
-                }
-                pix += 2;
-                continue;
-            }
+            // Collect the pixel pair's accumulators, then store each pixel.
             let mut oc = c0;
             while oc < c1 {
                 let oc1 = if oc + 1 < c1 { oc + 1 } else { oc };
                 let at = (oc - c0) * np;
                 let p = dot2x2::<M>(&prep[at..at + 2 * np], np, cols, &codes);
-                let (ch0, ch1) = (&chans[oc - c0], &chans[oc1 - c0]);
-                out0[oc] = ch0.finish(p[0] - s0, out_zp, lo, hi);
-                if pair {
-                    out1[oc] = ch0.finish(p[1] - s1, out_zp, lo, hi);
-                }
-                if oc1 != oc {
-                    out0[oc1] = ch1.finish(p[2] - s0, out_zp, lo, hi);
-                    if pair {
-                        out1[oc1] = ch1.finish(p[3] - s1, out_zp, lo, hi);
+                let (b0, b1) = (chans[oc - c0].bias, chans[oc1 - c0].bias);
+                // For the odd last channel (paired with itself) the second
+                // pair of sums equals the first.
+                acc[0][oc - c0] = b0.wrapping_add(p[0] - s0);
+                acc[1][oc - c0] = b0.wrapping_add(p[1] - s1);
+                acc[0][oc1 - c0] = b1.wrapping_add(p[2] - s0);
+                acc[1][oc1 - c0] = b1.wrapping_add(p[3] - s1);
+                oc += 2;
+            }
+            let store = |a: &[i32], out: &mut [i8]| {
+                if short {
+                    store_short::<M>(a, out, &shorts[..n], &clamp);
+                } else {
+                    for ((o, &a), ch) in out.iter_mut().zip(a).zip(&chans) {
+                        *o = ch.rq.apply(a).saturating_add(out_zp).clamp(lo, hi) as i8;
                     }
                 }
-                oc += 2;
+            };
+            store(&acc[0][..n], &mut out0[c0..c1]);
+            if pair {
+                store(&acc[1][..n], &mut out1[c0..c1]);
             }
             pix += 2;
         }
