@@ -241,13 +241,182 @@ macro_rules! packed_dot2x2_p1 {
     };
 }
 
+/// [`packed_dot2x2!`] with the four totals in registers and each extraction
+/// period (`$p` pairs of words, at most the spacing's
+/// [`cap`](super::packed::cap) `SMLAD`s) unrolled, for the short periods
+/// (4-bit weights with 3-bit inputs: 2 pairs; 11-bit spacing: 5 pairs).
+/// Per period: `4 * $p` `LDRD`, `8 * $p` `SMUAD`/`SMLAD`, 4 `UBFX` + 4
+/// `ADD`, `LDR` + `CMP` + `BNE` of the period's end: 35 instructions for
+/// `$p = 2` (64 products), against 47 with the totals on the stack. The
+/// pairs left over after whole periods (`pairs % $p`) run one per
+/// extraction. Registers: `r2..r5` totals, `r6..r9` accumulators, `r10`,
+/// `r11` weights, `r12`, `lr` columns; the stack holds the ends and `out`.
+///
+/// # Safety
+/// As [`packed_dot2x2!`]: `pairs >= 1`; `w[0..4 * pairs]` and `col[0..4 *
+/// pairs]` readable and word aligned; `out[0..4]` writable.
+macro_rules! packed_dot2x2_regs {
+    ($name:ident, $s:literal, $p:literal, $($more:literal),*) => {
+        #[unsafe(naked)]
+        unsafe extern "C" fn $name(w: *const u32, col: *const u32, pairs: usize, out: *mut [i32; 4]) {
+            core::arch::naked_asm!(
+                "push {{r4-r11, lr}}",
+                // [sp]: end of the whole periods; [sp, #4]: end; [sp, #8]: out.
+                "sub sp, sp, #16",
+                "add r12, r0, r2, lsl #4",
+                "movs lr, #{p}",
+                "udiv r4, r2, lr",
+                "mul r4, r4, lr",
+                "add r4, r0, r4, lsl #4",
+                "strd r4, r12, [sp]",
+                "str r3, [sp, #8]",
+                "movs r2, #0",
+                "movs r3, #0",
+                "movs r4, #0",
+                "movs r5, #0",
+                "ldr r10, [sp]",
+                "cmp r0, r10",
+                "beq 4f",
+                "1:",
+                "ldrd r10, r11, [r0], #8",
+                "ldrd r12, lr, [r1], #8",
+                "smuad r6, r10, r12",
+                "smuad r7, r10, lr",
+                "smuad r8, r11, r12",
+                "smuad r9, r11, lr",
+                "ldrd r10, r11, [r0], #8",
+                "ldrd r12, lr, [r1], #8",
+                "smlad r6, r10, r12, r6",
+                "smlad r7, r10, lr, r7",
+                "smlad r8, r11, r12, r8",
+                "smlad r9, r11, lr, r9",
+                $($more,)*
+                "ubfx r10, r6, #{s}, #{s}",
+                "add r2, r2, r10",
+                "ubfx r10, r7, #{s}, #{s}",
+                "add r3, r3, r10",
+                "ubfx r10, r8, #{s}, #{s}",
+                "add r4, r4, r10",
+                "ubfx r10, r9, #{s}, #{s}",
+                "add r5, r5, r10",
+                "ldr r10, [sp]",
+                "cmp r0, r10",
+                "bne 1b",
+                "4:",
+                "ldr r10, [sp, #4]",
+                "cmp r0, r10",
+                "beq 5f",
+                "3:",
+                "ldrd r10, r11, [r0], #8",
+                "ldrd r12, lr, [r1], #8",
+                "smuad r6, r10, r12",
+                "smuad r7, r10, lr",
+                "smuad r8, r11, r12",
+                "smuad r9, r11, lr",
+                "ldrd r10, r11, [r0], #8",
+                "ldrd r12, lr, [r1], #8",
+                "smlad r6, r10, r12, r6",
+                "smlad r7, r10, lr, r7",
+                "smlad r8, r11, r12, r8",
+                "smlad r9, r11, lr, r9",
+                "ubfx r10, r6, #{s}, #{s}",
+                "add r2, r2, r10",
+                "ubfx r10, r7, #{s}, #{s}",
+                "add r3, r3, r10",
+                "ubfx r10, r8, #{s}, #{s}",
+                "add r4, r4, r10",
+                "ubfx r10, r9, #{s}, #{s}",
+                "add r5, r5, r10",
+                "ldr r10, [sp, #4]",
+                "cmp r0, r10",
+                "bne 3b",
+                "5:",
+                "ldr r10, [sp, #8]",
+                "stm r10, {{r2-r5}}",
+                "add sp, sp, #16",
+                "pop {{r4-r11, pc}}",
+                s = const $s,
+                p = const $p,
+            )
+        }
+    };
+}
+
 // Spacings and extraction periods (pairs of words: half of
 // `packed::cap(wbits, in_bits)`): 2-bit weights with 2-, 3-, 4-bit inputs,
 // 4-bit weights with 2-bit (the same period as 2 with 4), 3- and 4-bit inputs.
 packed_dot2x2!(packed_dot2x2_s13, 13, 113);
 packed_dot2x2!(packed_dot2x2_s12, 12, 24);
-packed_dot2x2!(packed_dot2x2_s11, 11, 5);
-packed_dot2x2!(packed_dot2x2_s11_p2, 11, 2);
+packed_dot2x2_regs!(
+    packed_dot2x2_s11,
+    11,
+    5,
+    "ldrd r10, r11, [r0], #8",
+    "ldrd r12, lr, [r1], #8",
+    "smlad r6, r10, r12, r6",
+    "smlad r7, r10, lr, r7",
+    "smlad r8, r11, r12, r8",
+    "smlad r9, r11, lr, r9",
+    "ldrd r10, r11, [r0], #8",
+    "ldrd r12, lr, [r1], #8",
+    "smlad r6, r10, r12, r6",
+    "smlad r7, r10, lr, r7",
+    "smlad r8, r11, r12, r8",
+    "smlad r9, r11, lr, r9",
+    "ldrd r10, r11, [r0], #8",
+    "ldrd r12, lr, [r1], #8",
+    "smlad r6, r10, r12, r6",
+    "smlad r7, r10, lr, r7",
+    "smlad r8, r11, r12, r8",
+    "smlad r9, r11, lr, r9",
+    "ldrd r10, r11, [r0], #8",
+    "ldrd r12, lr, [r1], #8",
+    "smlad r6, r10, r12, r6",
+    "smlad r7, r10, lr, r7",
+    "smlad r8, r11, r12, r8",
+    "smlad r9, r11, lr, r9",
+    "ldrd r10, r11, [r0], #8",
+    "ldrd r12, lr, [r1], #8",
+    "smlad r6, r10, r12, r6",
+    "smlad r7, r10, lr, r7",
+    "smlad r8, r11, r12, r8",
+    "smlad r9, r11, lr, r9",
+    "ldrd r10, r11, [r0], #8",
+    "ldrd r12, lr, [r1], #8",
+    "smlad r6, r10, r12, r6",
+    "smlad r7, r10, lr, r7",
+    "smlad r8, r11, r12, r8",
+    "smlad r9, r11, lr, r9",
+    "ldrd r10, r11, [r0], #8",
+    "ldrd r12, lr, [r1], #8",
+    "smlad r6, r10, r12, r6",
+    "smlad r7, r10, lr, r7",
+    "smlad r8, r11, r12, r8",
+    "smlad r9, r11, lr, r9",
+    "ldrd r10, r11, [r0], #8",
+    "ldrd r12, lr, [r1], #8",
+    "smlad r6, r10, r12, r6",
+    "smlad r7, r10, lr, r7",
+    "smlad r8, r11, r12, r8",
+    "smlad r9, r11, lr, r9"
+);
+packed_dot2x2_regs!(
+    packed_dot2x2_s11_p2,
+    11,
+    2,
+    "ldrd r10, r11, [r0], #8",
+    "ldrd r12, lr, [r1], #8",
+    "smlad r6, r10, r12, r6",
+    "smlad r7, r10, lr, r7",
+    "smlad r8, r11, r12, r8",
+    "smlad r9, r11, lr, r9",
+    "ldrd r10, r11, [r0], #8",
+    "ldrd r12, lr, [r1], #8",
+    "smlad r6, r10, r12, r6",
+    "smlad r7, r10, lr, r7",
+    "smlad r8, r11, r12, r8",
+    "smlad r9, r11, lr, r9"
+);
 packed_dot2x2_p1!(packed_dot2x2_s11_p1, 11);
 
 /// `out[i] = rows[i] . col`: packed sums over `n` weight bytes of each of
