@@ -322,6 +322,13 @@ fn fill_weights(g: &Geom, l: &Conv2d<'_>, buf: &mut [u32]) {
                             *v = b as i8 as i32;
                         }
                     }
+                    4 => {
+                        for (t, v) in dst.iter_mut().enumerate() {
+                            let j = at + t;
+                            let nib = (row[j / 2] >> (4 * (j % 2))) << 4;
+                            *v = (nib as i8 >> 4) as i32;
+                        }
+                    }
                     _ => {
                         for (t, v) in dst.iter_mut().enumerate() {
                             *v = pack::get(row, bits, at + t) as i32;
