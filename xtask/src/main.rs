@@ -5,7 +5,8 @@
 //!   workspace tests (which include QEMU end-to-end tests when QEMU is
 //!   installed), the firmware build for every board's target, and the
 //!   standalone example (`examples/standalone`) for qemu-m4 and the
-//!   NUCLEO-F446RE, with its size.
+//!   NUCLEO-F446RE, with its size, and the C runtime staticlib (`capi/`)
+//!   for thumbv7em and thumbv6m.
 //! - `cargo xtask bench` (or `cargo xtask bench lenet5`): LeNet-5 (random
 //!   weights) profiled on a QEMU board, instructions per MAC per layer beside
 //!   the CMSIS-NN anchors measured in the same emulator
@@ -298,6 +299,12 @@ fn test(no_lint: bool) -> anyhow::Result<()> {
     let m0 = ["build", "--release", "-q", "-p", "releq-common", "--no-default-features"];
     let m0 = [&m0[..], &["--target", "thumbv6m-none-eabi"]].concat();
     run(&root, "cargo", &m0, &[])?;
+    // The C runtime staticlib for C firmware (capi/): built for a Cortex-M4F
+    // and a Cortex-M0+ (compiled, not linked into C firmware here); its host
+    // build is run from C by tests/tests/capi_c.rs.
+    for target in ["thumbv7em-none-eabihf", "thumbv6m-none-eabi"] {
+        run(&root, "cargo", &["build", "--release", "-q", "-p", "releq-capi", "--target", target], &[])?;
+    }
     run(&root, "cargo", &["test", "--workspace", "--release"], &envs)?;
     Ok(())
 }
