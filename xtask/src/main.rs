@@ -300,8 +300,8 @@ fn test(no_lint: bool) -> anyhow::Result<()> {
     let m0 = [&m0[..], &["--target", "thumbv6m-none-eabi"]].concat();
     run(&root, "cargo", &m0, &[])?;
     // The C runtime staticlib for C firmware (capi/): built for a Cortex-M4F
-    // and a Cortex-M0+ (compiled, not linked into C firmware here); its host
-    // build is run from C by tests/tests/capi_c.rs.
+    // and a Cortex-M0+; tests/tests/capi_c.rs runs its host build from a C
+    // program and its thumbv7em build in C firmware under QEMU (M0+: compiled only).
     for target in ["thumbv7em-none-eabihf", "thumbv6m-none-eabi"] {
         run(&root, "cargo", &["build", "--release", "-q", "-p", "releq-capi", "--target", target], &[])?;
     }
