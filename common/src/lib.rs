@@ -10,7 +10,10 @@
 //! - [`pack`]: bit-packing of weights at 2..=8 bits;
 //! - [`kernels`]: the scalar reference kernels;
 //! - [`runtime`]: running a validated model layer by layer;
-//! - [`protocol`]: host <-> device messages and COBS framing.
+//! - [`protocol`]: host <-> device messages and COBS framing;
+//! - [`embed`]: running a model embedded in your own firmware (aligned
+//!   blob, caller-provided arena, build-time constants such as the exact
+//!   `ARENA_BYTES`).
 //!
 //! With the `std` feature (default, host side) it also offers
 //! [`builder`]: building models from owned arrays and encoding them.
@@ -18,6 +21,7 @@
 
 #[cfg(feature = "std")]
 pub mod builder;
+pub mod embed;
 pub mod kernels;
 pub mod model;
 pub mod pack;

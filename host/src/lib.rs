@@ -1,5 +1,6 @@
 //! releq host library: everything the `releq` CLI does, usable from tests.
 //!
+//! - [`cexport`]: a `.releq` model as a C header (blob, sizes, exact arena).
 //! - [`data`]: MNIST / Fashion-MNIST IDX loading.
 //! - [`eval`]: host integer inference over a data set.
 //! - [`fastinfer`]: the host-optimised, bit-exact inference path.
@@ -11,6 +12,7 @@
 //! - [`nn`], [`zoo`]: networks as op lists, their quantization plans, the model zoo.
 
 pub mod boards;
+pub mod cexport;
 pub mod data;
 pub mod device;
 pub mod eval;

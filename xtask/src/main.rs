@@ -3,7 +3,10 @@
 //!
 //! - `cargo xtask test`: formatting, clippy (host and firmware), the host
 //!   workspace tests (which include QEMU end-to-end tests when QEMU is
-//!   installed), and the firmware build for every board's target.
+//!   installed), the firmware build for every board's target, and the
+//!   standalone example (`examples/standalone`) for qemu-m4 and the
+//!   NUCLEO-F446RE, with its size, and the C runtime staticlib (`capi/`)
+//!   for thumbv7em and thumbv6m.
 //! - `cargo xtask bench` (or `cargo xtask bench lenet5`): LeNet-5 (random
 //!   weights) profiled on a QEMU board, instructions per MAC per layer beside
 //!   the CMSIS-NN anchors measured in the same emulator
@@ -290,12 +293,59 @@ fn test(no_lint: bool) -> anyhow::Result<()> {
     if !no_lint {
         run(&fw, "cargo", &["fmt", "--all", "--check"], &[])?;
     }
+    example(&root, !no_lint)?;
     // The portable kernels must build for a Cortex-M0+ too (no board of
     // that core runs under QEMU yet: compiled, not run).
     let m0 = ["build", "--release", "-q", "-p", "releq-common", "--no-default-features"];
     let m0 = [&m0[..], &["--target", "thumbv6m-none-eabi"]].concat();
     run(&root, "cargo", &m0, &[])?;
+    // The C runtime staticlib for C firmware (capi/): built for a Cortex-M4F
+    // and a Cortex-M0+; tests/tests/capi_c.rs runs its host build from a C
+    // program and its thumbv7em build in C firmware under QEMU (M0+: compiled only).
+    // Built into target/capi, where the test finds them up to date.
+    let capi = ["build", "--release", "-q", "-p", "releq-capi", "--target-dir", "target/capi"];
+    run(&root, "cargo", &capi, &[])?;
+    for target in ["thumbv7em-none-eabihf", "thumbv6m-none-eabi"] {
+        run(&root, "cargo", &[&capi[..], &["--target", target]].concat(), &[])?;
+    }
     run(&root, "cargo", &["test", "--workspace", "--release"], &envs)?;
+    Ok(())
+}
+
+/// The standalone example (a user's own firmware embedding a model, its own
+/// cargo workspace): `(variant, features)`; the variant names its target
+/// directory. qemu-m4 runs in `tests/tests/example_qemu.rs`; the NUCLEO-F446RE
+/// build is compiled only.
+const EXAMPLE_VARIANTS: [(&str, &str); 2] = [("qemu-m4", "qemu"), ("nucleo-f446re", "")];
+
+/// Build (and lint) the standalone example for each variant, print its size.
+fn example(root: &Path, lint: bool) -> anyhow::Result<()> {
+    let dir = root.join("examples/standalone");
+    let target = "thumbv7em-none-eabihf";
+    let mut sizes = Vec::new();
+    for (variant, features) in EXAMPLE_VARIANTS {
+        let target_dir = format!("target/{variant}");
+        let mut args = vec!["build", "--release", "--target", target, "--target-dir", &target_dir];
+        if !features.is_empty() {
+            args.extend(["--features", features]);
+        }
+        run(&dir, "cargo", &args, &[])?;
+        if lint {
+            args[0] = "clippy";
+            args.extend(["--", "-D", "warnings"]);
+            run(&dir, "cargo", &args, &[])?;
+        }
+        let elf = dir.join(&target_dir).join(target).join("release/releq-example-standalone");
+        sizes.push((variant, fwsize::of(&elf)?));
+    }
+    if lint {
+        run(&dir, "cargo", &["fmt", "--all", "--check"], &[])?;
+    }
+    println!("\nexamples/standalone (LeNet-5 embedded; flash = vectors+text+rodata+data, RAM = data+bss):");
+    for (variant, s) in sizes {
+        let kind = if variant.starts_with("qemu") { "QEMU (run in tests)" } else { "hardware (compiled only)" };
+        println!("{variant:<14} flash {:>7} B  RAM {:>6} B  {kind}", s.flash, s.ram);
+    }
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //!
 //! - [`icount`] (`icount-timer`, QEMU): CMSDK timer0 on `-icount` virtual
 //!   time, exact **instructions**.
-//! - [`dwt`] (`dwt`, real Cortex-M3/M4/M7): the DWT cycle counter, **cycles**.
+//! - [`dwt`] (`dwt`, real Cortex-M3/M4/M7): the DWT cycle counter, **cycles**,
+//!   with the wrap-counted SysTick beside it to detect CYCCNT wraps.
 //! - [`systick`] (`systick`, real Cortex-M0/M0+): the 24-bit SysTick with its
 //!   wraps counted, **cycles**.
 //!
@@ -15,7 +16,8 @@
 pub mod dwt;
 #[cfg(releq_counter = "icount-timer")]
 pub mod icount;
-#[cfg(releq_counter = "systick")]
+// Also the `dwt` counter's wrap detector.
+#[cfg(any(releq_counter = "systick", releq_counter = "dwt"))]
 pub mod systick;
 
 #[cfg(releq_counter = "dwt")]

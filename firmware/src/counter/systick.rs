@@ -9,17 +9,25 @@
 //! interval adds the handler's own few dozen cycles to it (about 0.00002 %).
 //! QEMU's `microbit` has a SysTick but no releq board uses it yet: this
 //! counter is compiled in CI, run on the boards.
+//!
+//! The `dwt` counter ([`super::dwt`]) runs the same wrap-counted SysTick
+//! ([`start`], [`now`], [`elapsed`]) beside CYCCNT, to tell how many times
+//! CYCCNT wrapped during a long interval.
 
-use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
+#[cfg(releq_counter = "systick")]
+use core::sync::atomic::compiler_fence;
+use core::sync::atomic::{AtomicU32, Ordering};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
 use cortex_m_rt::exception;
+#[cfg(releq_counter = "systick")]
 use releq_common::protocol::CounterUnit;
 
 /// What counts mean on this board.
+#[cfg(releq_counter = "systick")]
 pub const UNIT: CounterUnit = CounterUnit::Cycles;
 
-/// SysTick wraps since [`Counter::init`] (only the exception handler
+/// SysTick wraps since [`start`] (only the exception handler
 /// writes it; load and store are single instructions on the M0+).
 static WRAPS: AtomicU32 = AtomicU32::new(0);
 
@@ -31,6 +39,7 @@ fn SysTick() {
 }
 
 /// The counter, owned by the serve loop.
+#[cfg(releq_counter = "systick")]
 pub struct Counter {
     overhead: u32,
 }
@@ -38,7 +47,7 @@ pub struct Counter {
 /// (wraps, current value), read consistently: a wrap between the two reads
 /// is seen as a changed wrap count and the pair read again.
 #[inline(always)]
-fn now() -> (u32, u32) {
+pub fn now() -> (u32, u32) {
     loop {
         let w = WRAPS.load(Ordering::Relaxed);
         let v = SYST::get_current();
@@ -48,18 +57,33 @@ fn now() -> (u32, u32) {
     }
 }
 
+/// Start SysTick on the core clock with its wrap exception. Called once at
+/// boot, by the counter that uses it.
+pub fn start() {
+    // SAFETY: called once at boot; SYST is used by nothing else.
+    let mut syst = unsafe { cortex_m::Peripherals::steal().SYST };
+    syst.disable_counter();
+    syst.set_clock_source(SystClkSource::Core);
+    syst.set_reload(RELOAD);
+    syst.clear_current();
+    syst.enable_interrupt();
+    syst.enable_counter();
+}
+
+/// Cycles from `a` to `b` (two [`now`] readings), exact in 64 bits (up to
+/// 2^32 wraps).
+#[inline(always)]
+pub fn elapsed(a: (u32, u32), b: (u32, u32)) -> u64 {
+    // Down-counter: elapsed = wraps * (RELOAD + 1) + v0 - v1.
+    (b.0.wrapping_sub(a.0) as u64 * (RELOAD as u64 + 1) + a.1 as u64).wrapping_sub(b.1 as u64)
+}
+
+#[cfg(releq_counter = "systick")]
 impl Counter {
-    /// Start SysTick on the core clock with its wrap exception, and measure
-    /// the overhead of an empty interval.
+    /// Start SysTick ([`start`]) and measure the overhead of an empty
+    /// interval.
     pub fn init() -> Self {
-        // SAFETY: called once at boot; SYST is used by nothing else.
-        let mut syst = unsafe { cortex_m::Peripherals::steal().SYST };
-        syst.disable_counter();
-        syst.set_clock_source(SystClkSource::Core);
-        syst.set_reload(RELOAD);
-        syst.clear_current();
-        syst.enable_interrupt();
-        syst.enable_counter();
+        start();
         let mut c = Self { overhead: 0 };
         c.overhead = (0..8).map(|_| c.measure_raw(|| {})).min().unwrap_or(0);
         c
@@ -78,9 +102,7 @@ impl Counter {
         f();
         compiler_fence(Ordering::SeqCst);
         let (w1, v1) = now();
-        // Down-counter: elapsed = wraps * (RELOAD + 1) + v0 - v1.
-        let total = w1.wrapping_sub(w0) as u64 * (RELOAD as u64 + 1) + v0 as u64 - v1 as u64;
-        total.min(u32::MAX as u64) as u32
+        elapsed((w0, v0), (w1, v1)).min(u32::MAX as u64) as u32
     }
 
     /// Cycles of `f`, overhead subtracted.

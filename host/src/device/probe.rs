@@ -9,7 +9,9 @@
 //!   [`Lister`]; tests give a fake list whose probes open as probe-rs's
 //!   `FakeProbe` ([`choose`] is pure and holds the selection rules).
 //! - [`attach`] checks the chip against probe-rs's built-in targets, opens
-//!   the chosen probe and attaches; [`flash`] downloads the ELF with a
+//!   the chosen probe, attaches, and reads the chip's identity back
+//!   ([`check_identity`]: the CPUID part number, and the STM32 DEV_ID,
+//!   nRF FICR part or RP2040 CHIP_ID) so a wrong board is named as such; [`flash`] downloads the ELF with a
 //!   progress bar; [`start_firmware`] resets, clears a stale RTT control
 //!   block, writes the blob and runs.
 //! - [`ProbeTarget`] is the session as an [`RttTarget`]: the same
@@ -125,6 +127,25 @@ pub enum ProbeError {
         chip: String,
         /// probe-rs's reason.
         reason: String,
+    },
+    /// The attached chip's identity registers do not match the board's chip.
+    #[error(
+        "board {board} has a {chip}, but the attached chip's {register} ({address:#010x}) reads {found:#x} \
+         where a {chip} has {expected:#x}: is the board the one named by --board (its chip is set in the board file)?"
+    )]
+    WrongChip {
+        /// The board.
+        board: String,
+        /// The chip its board file names.
+        chip: String,
+        /// The register read (and the field compared).
+        register: &'static str,
+        /// Its address.
+        address: u64,
+        /// The field as read.
+        found: u32,
+        /// The field the board's chip has.
+        expected: u32,
     },
     /// Opening the probe failed.
     #[error("opening the probe {probe} failed: {reason}")]
@@ -340,7 +361,119 @@ fn attach_error(probe: &FoundProbe, chip: &str, e: probe_rs::Error) -> ProbeErro
     }
 }
 
-/// Choose a probe (see [`choose`]), open it and attach to the board's chip.
+/// One identity register of a chip: `(word at address) & mask == expected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRegister {
+    /// Register and field, for messages (`CPUID PARTNO`).
+    pub register: &'static str,
+    /// Address (read as one 32-bit word through the core's access port).
+    pub address: u64,
+    /// The field's bits.
+    pub mask: u32,
+    /// The field's value on the board's chip, already shifted into `mask`.
+    pub expected: u32,
+}
+
+/// Cortex-M CPUID (0xE000_ED00, the ARMv6-M/v7-M architecture manuals):
+/// the core's PARTNO in bits 15:4 (0xC60 Cortex-M0+, 0xC24 M4, 0xC27 M7).
+const CPUID: u64 = 0xE000_ED00;
+
+/// The chip-specific identity registers, by probe-rs chip-name prefix:
+/// STM32 DBGMCU_IDCODE DEV_ID (RM0390 for the F446, RM0433 for the H74x/H75x,
+/// where the core reads it at 0x5C00_1000, RM0432 for the L4R/L4S), the
+/// nRF52840's FICR INFO.PART (its product specification) and the RP2040's
+/// SYSINFO CHIP_ID (its data sheet: PART 2, MANUFACTURER 0x927).
+const CHIP_IDS: [(&str, IdRegister); 5] = [
+    ("STM32F446", IdRegister { register: "DBGMCU_IDCODE DEV_ID", address: 0xE004_2000, mask: 0xFFF, expected: 0x421 }),
+    ("STM32H7", IdRegister { register: "DBGMCU_IDCODE DEV_ID", address: 0x5C00_1000, mask: 0xFFF, expected: 0x450 }),
+    ("STM32L4R", IdRegister { register: "DBGMCU_IDCODE DEV_ID", address: 0xE004_2000, mask: 0xFFF, expected: 0x470 }),
+    ("nRF52840", IdRegister { register: "FICR INFO.PART", address: 0x1000_0100, mask: 0xFFFF_FFFF, expected: 0x52840 }),
+    (
+        "RP2040",
+        IdRegister {
+            register: "SYSINFO CHIP_ID PART and MANUFACTURER",
+            address: 0x4000_0000,
+            mask: 0x0FFF_FFFF,
+            expected: 0x0000_2927,
+        },
+    ),
+];
+
+/// The registers that identify `board`'s chip: the core's CPUID part number
+/// (from `core` in the board file), then the chip's own ID when
+/// [`CHIP_IDS`] knows its family (the H7 entry holds for the H74x/H75x
+/// only, as `nucleo-h743zi`).
+pub fn identity_registers(board: &Board) -> Vec<IdRegister> {
+    let mut regs = Vec::new();
+    let partno = match board.core.as_str() {
+        "cortex-m0" => Some(0xC20),
+        "cortex-m0plus" => Some(0xC60),
+        "cortex-m3" => Some(0xC23),
+        "cortex-m4" => Some(0xC24),
+        "cortex-m7" => Some(0xC27),
+        _ => None,
+    };
+    if let Some(p) = partno {
+        regs.push(IdRegister { register: "CPUID PARTNO", address: CPUID, mask: 0xFFF0, expected: p << 4 });
+    }
+    if let Some(hw) = &board.hardware {
+        let chip = hw.chip.to_ascii_uppercase();
+        regs.extend(
+            CHIP_IDS.iter().filter(|(prefix, _)| chip.starts_with(&prefix.to_ascii_uppercase())).map(|(_, r)| *r),
+        );
+    }
+    regs
+}
+
+/// What reading a chip's identity found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Registers read that match the board's chip.
+    pub matched: Vec<&'static str>,
+    /// Registers that could not tell: the read failed, or it gave 0 or all
+    /// ones (nothing answered at that address, as on a locked or sleeping
+    /// chip, or a fake probe).
+    pub unknown: Vec<&'static str>,
+}
+
+/// Read `board`'s identity registers with `read` (one 32-bit word) and
+/// compare them with its chip. A register that reads a different value is
+/// [`ProbeError::WrongChip`]; one that cannot be read only leaves the chip
+/// unverified ([`Identity::unknown`]): a bad guess here must never stop a
+/// correct board.
+pub fn check_identity(board: &Board, read: &mut dyn FnMut(u64) -> Result<u32, String>) -> Result<Identity, ProbeError> {
+    let mut id = Identity::default();
+    let chip = board.hardware.as_ref().map_or_else(|| board.core.clone(), |h| h.chip.clone());
+    for r in identity_registers(board) {
+        match read(r.address) {
+            Ok(v) if v != 0 && v != u32::MAX => {
+                if v & r.mask != r.expected {
+                    let shift = r.mask.trailing_zeros();
+                    return Err(ProbeError::WrongChip {
+                        board: board.name.clone(),
+                        chip,
+                        register: r.register,
+                        address: r.address,
+                        found: (v & r.mask) >> shift,
+                        expected: r.expected >> shift,
+                    });
+                }
+                id.matched.push(r.register);
+            }
+            _ => id.unknown.push(r.register),
+        }
+    }
+    Ok(id)
+}
+
+/// [`check_identity`] through a session's core 0.
+pub fn session_identity(session: &mut Session, board: &Board) -> Result<Identity, ProbeError> {
+    let mut core = session.core(0).map_err(core_err("opening core 0"))?;
+    check_identity(board, &mut |addr| core.read_word_32(addr).map_err(|e| chain(&e)))
+}
+
+/// Choose a probe (see [`choose`]), open it, attach to the board's chip and
+/// check the chip's identity registers ([`check_identity`]).
 pub fn attach(probes: &dyn Probes, board: &Board, selector: Option<&str>) -> Result<Session, ProbeError> {
     let target = chip_target(board)?;
     let chosen = choose(&probes.list(), selector)?;
@@ -351,7 +484,10 @@ pub fn attach(probes: &dyn Probes, board: &Board, selector: Option<&str>) -> Res
             ProbeError::Open { probe: chosen.selector(), reason: chain(&e) }
         }
     })?;
-    probe.attach(target.name.as_str(), Permissions::new()).map_err(|e| attach_error(&chosen, &target.name, e))
+    let mut session =
+        probe.attach(target.name.as_str(), Permissions::new()).map_err(|e| attach_error(&chosen, &target.name, e))?;
+    session_identity(&mut session, board)?;
+    Ok(session)
 }
 
 /// Flash `elf` (verified), with a progress bar on stderr when `progress`.
@@ -673,7 +809,60 @@ mod tests {
     #[test]
     fn attaches_to_a_fake_probe_by_the_boards_chip() {
         let bus = FakeBus(vec![found(0x0483, 0x374b, Some("X"), true)]);
-        let session = attach(&bus, &board("nucleo-f446re"), None).unwrap();
+        let mut session = attach(&bus, &board("nucleo-f446re"), None).unwrap();
         assert_eq!(session.target().name, "STM32F446RETx");
+        // FakeProbe's memory reads 0: the identity is read but cannot tell.
+        let id = session_identity(&mut session, &board("nucleo-f446re")).unwrap();
+        assert!(id.matched.is_empty() && id.unknown.len() == 2, "{id:?}");
+    }
+
+    /// A fake chip: `regs` answer, everything else reads 0.
+    fn chip(regs: &[(u64, u32)]) -> impl FnMut(u64) -> Result<u32, String> + '_ {
+        move |a| Ok(regs.iter().find(|r| r.0 == a).map_or(0, |r| r.1))
+    }
+
+    #[test]
+    fn the_right_chip_matches_every_identity_register() {
+        // Values as the chips report them (revision bits set, masked off).
+        let cases: [(&str, &[(u64, u32)]); 5] = [
+            ("nucleo-f446re", &[(CPUID, 0x410F_C241), (0xE004_2000, 0x1000_6421)]),
+            ("nucleo-h743zi", &[(CPUID, 0x411F_C271), (0x5C00_1000, 0x2003_6450)]),
+            ("nucleo-l4r5zi", &[(CPUID, 0x410F_C241), (0xE004_2000, 0x1001_6470)]),
+            ("nrf52840-dk", &[(CPUID, 0x410F_C241), (0x1000_0100, 0x0005_2840)]),
+            ("rpi-pico", &[(CPUID, 0x410C_C601), (0x4000_0000, 0x2000_2927)]),
+        ];
+        for (name, regs) in cases {
+            let id = check_identity(&board(name), &mut chip(regs)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(id.matched.len(), 2, "{name}: {id:?}");
+            assert!(id.unknown.is_empty(), "{name}: {id:?}");
+        }
+        // Every real board has its core checked and a chip-specific register.
+        for b in crate::boards::list().unwrap().into_iter().filter(|b| !b.emulated) {
+            assert_eq!(identity_registers(&b).len(), 2, "{}", b.name);
+        }
+    }
+
+    #[test]
+    fn a_wrong_chip_is_named_with_what_was_read() {
+        // An STM32F407 (DEV_ID 0x413) on the F446 board's probe.
+        let e = check_identity(&board("nucleo-f446re"), &mut chip(&[(CPUID, 0x410F_C241), (0xE004_2000, 0x1000_7413)]))
+            .unwrap_err();
+        assert!(matches!(e, ProbeError::WrongChip { found: 0x413, expected: 0x421, .. }), "{e:?}");
+        let m = e.to_string();
+        assert!(m.contains("nucleo-f446re") && m.contains("STM32F446RETx") && m.contains("DEV_ID"), "{m}");
+        assert!(m.contains("0xe0042000") && m.contains("0x413") && m.contains("0x421") && m.contains("--board"), "{m}");
+        // A Cortex-M0+ (an RP2040) where a Cortex-M7 is expected: the core says so first.
+        let e = check_identity(&board("nucleo-h743zi"), &mut chip(&[(CPUID, 0x410C_C601)])).unwrap_err();
+        assert!(matches!(e, ProbeError::WrongChip { found: 0xc60, expected: 0xc27, .. }), "{e:?}");
+        assert!(e.to_string().contains("CPUID PARTNO"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_identity_registers_leave_the_chip_unverified() {
+        let b = board("nucleo-f446re");
+        let id = check_identity(&b, &mut |_| Err("AP transaction failed".to_string())).unwrap();
+        assert_eq!(id.unknown.len(), 2);
+        let id = check_identity(&b, &mut chip(&[(CPUID, 0x410F_C241), (0xE004_2000, u32::MAX)])).unwrap();
+        assert_eq!((id.matched.len(), id.unknown.len()), (1, 1), "{id:?}");
     }
 }
