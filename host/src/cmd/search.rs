@@ -3,13 +3,13 @@
 
 use super::device_args::DeviceArgs;
 use clap::{Parser, ValueEnum};
+use releq_host::checkpoint;
 use releq_host::data::{self, Dataset};
 use releq_host::search::agent::PpoConfig;
 use releq_host::search::env::Constraints;
 use releq_host::search::reward::Cost;
 use releq_host::search::strategies::{AgentOptions, Restart, Strategy};
 use releq_host::search::{search, SearchOptions};
-use releq_host::train::{self, TrainState};
 use std::path::PathBuf;
 
 /// What the reward's cost state measures.
@@ -174,12 +174,11 @@ impl SearchArgs {
     /// (releq strategy, budget 0, weights only, PTQ oracle, seed 1, no final
     /// fine-tune or device check) for the caller to set.
     pub fn options(&self, out: PathBuf) -> anyhow::Result<SearchOptions> {
-        let state: Option<TrainState> =
-            train::read_json(&self.ckpt.parent().unwrap_or(std::path::Path::new(".")).join("train.json")).ok();
-        let dataset = match (self.dataset, &state) {
-            (Some(d), _) => d,
-            (None, Some(s)) => s.dataset,
-            (None, None) => anyhow::bail!("no train.json next to the checkpoint: give --dataset"),
+        let dataset = match (self.dataset, checkpoint::Meta::of(&self.ckpt).dataset) {
+            (Some(d), _) | (None, Some(d)) => d,
+            (None, None) => {
+                anyhow::bail!("no train.json or graph.json next to the checkpoint names its data set: give --dataset")
+            }
         };
         for &b in &self.wbits {
             anyhow::ensure!((2..=8).contains(&b), "--wbits: {b} is outside 2..=8");

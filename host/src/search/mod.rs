@@ -33,6 +33,7 @@ pub mod reward;
 pub mod strategies;
 
 use crate::boards::Board;
+use crate::checkpoint;
 use crate::data::{self, Dataset, Split};
 use crate::device::any::AnyDevice;
 use crate::device::{Device, QemuOptions};
@@ -212,11 +213,9 @@ pub fn choose(records: &[Record]) -> Option<&Record> {
 }
 
 /// The seed of the validation split: the training run's (from `train.json`
-/// next to the checkpoint), else `o.seed`.
+/// or `qat.json` next to the checkpoint), else `o.seed`.
 pub fn split_seed(o: &SearchOptions) -> u64 {
-    let state: Option<train::TrainState> =
-        train::read_json(&o.checkpoint.parent().unwrap_or(Path::new(".")).join("train.json")).ok();
-    state.as_ref().map_or(o.seed, |s| s.seed)
+    checkpoint::Meta::of(&o.checkpoint).seed.unwrap_or(o.seed)
 }
 
 /// The environment of a search on a started device: the oracle (calibrated,
@@ -224,7 +223,7 @@ pub fn split_seed(o: &SearchOptions) -> u64 {
 /// missing ones measured) and the reward's constants. Also returns the
 /// latency unit.
 pub fn open_env<'d>(o: &SearchOptions, dev: &'d mut dyn Device) -> Result<(Env<'d>, String), SearchError> {
-    let split = train::load_split(&o.data_dir, o.dataset, split_seed(o), None)?;
+    let split = checkpoint::load_split(&o.data_dir, o.dataset, split_seed(o), None)?;
     let oracle = Oracle::new(
         split,
         OracleOptions {
@@ -350,9 +349,9 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
 
     // The final model: the chosen bits, or a cheaper configuration that is
     // feasible once fine-tuned (refine), on the whole validation split.
-    let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
-    let val = train::subset(&split.images, &split.val);
-    let (_vm, net) = train::load_checkpoint(&o.checkpoint, None)?;
+    let split = checkpoint::load_split(&o.data_dir, o.dataset, split_seed, None)?;
+    let val = checkpoint::subset(&split.images, &split.val);
+    let net = checkpoint::load(&o.checkpoint, None)?.net;
     let float_val_accuracy = train::accuracy(&net, &split.images, &split.val, 256, None)?;
     let ro = refine::RefineOptions {
         candidates: o.refine_candidates,
