@@ -1,5 +1,7 @@
-//! Importing int8 models made by other tools.
+//! Importing models made by other tools.
 //!
+//! - [`onnx`]: a float ONNX graph as a checkpoint (graph and float
+//!   parameters) that every command taking a checkpoint accepts;
 //! - [`tflite`]: reads a `.tflite` flatbuffer (verified first) into a small
 //!   owned graph;
 //! - [`convert`]: turns that graph into a `.releq` model whose integer
@@ -15,6 +17,8 @@
 //! bounds and every table has the type the schema says.
 
 pub mod convert;
+pub mod onnx;
+pub mod onnx_proto;
 pub mod tflite;
 
 #[allow(
