@@ -19,9 +19,12 @@
 //!
 //! [`load_split`] is the seeded train / validation split of a built-in data
 //! set (10 % held out) that training, fine-tuning, calibration and the
-//! search share.
+//! search share. [`DataSource`] is that or a user's `.npy` data set
+//! (`--data images.npy,labels.npy` or a directory): its validation split is
+//! the same seeded 10 % ([`data::holdout`], as `releq eval --data --split
+//! val`), its training and test images are the rest.
 
-use crate::data::{self, Dataset, Images, Split};
+use crate::data::{self, Dataset, Images, NpyFiles, Split};
 use crate::nn::net::Net;
 use crate::nn::spec::Spec;
 use crate::train::{rng, sorted_vars, Result, TrainError};
@@ -269,6 +272,113 @@ pub fn write<'a>(
     Ok(path)
 }
 
+/// Where the images of calibration, fine-tuning and the search come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// A built-in data set in a data directory.
+    Builtin {
+        /// The data directory (holding `mnist/`, `fashion-mnist/`).
+        dir: std::path::PathBuf,
+        /// The data set.
+        dataset: Dataset,
+    },
+    /// A user's data set: `.npy` images (uint8 pixels `[N, H, W]` or `[N, H,
+    /// W, 1]`, or float32 `pixel / 255` in `[0, 1]`) and integer labels `[N]`.
+    Npy(NpyFiles),
+}
+
+impl DataSource {
+    /// The training images and their seeded validation split (the first
+    /// `limit` images of a built-in set's training split if given).
+    pub fn split(&self, seed: u64, limit: Option<usize>) -> Result<DataSplit> {
+        match self {
+            DataSource::Builtin { dir, dataset } => load_split(dir, *dataset, seed, limit),
+            DataSource::Npy(files) => {
+                let images = npy_images(files)?;
+                let (train, val) = data::holdout(images.len(), seed);
+                Ok(DataSplit { images, train, val })
+            }
+        }
+    }
+
+    /// The test images: a built-in set's test split, or the samples of a
+    /// `.npy` set outside its validation split under `seed`.
+    pub fn test(&self, seed: u64) -> Result<Images> {
+        match self {
+            DataSource::Builtin { dir, dataset } => Ok(data::load(dir, *dataset, Split::Test)?),
+            DataSource::Npy(files) => {
+                let images = npy_images(files)?;
+                let (rest, _) = data::holdout(images.len(), seed);
+                Ok(subset(&images, &rest))
+            }
+        }
+    }
+
+    /// `mnist`, or the images file.
+    pub fn name(&self) -> String {
+        match self {
+            DataSource::Builtin { dataset, .. } => dataset.to_string(),
+            DataSource::Npy(files) => files.images.display().to_string(),
+        }
+    }
+
+    /// The built-in data set, if it is one.
+    pub fn dataset(&self) -> Option<Dataset> {
+        match self {
+            DataSource::Builtin { dataset, .. } => Some(*dataset),
+            DataSource::Npy(_) => None,
+        }
+    }
+}
+
+/// A user's `.npy` data set as images (see [`DataSource::Npy`]).
+pub fn npy_images(files: &NpyFiles) -> Result<Images> {
+    let bad = |problem: String| TrainError::Images { path: files.images.clone(), problem };
+    let a = crate::npy::read(&files.images).map_err(crate::eval::InputError::from)?;
+    let (count, rows, cols) = match a.shape[..] {
+        [n, h, w] | [n, h, w, 1] => (n, h, w),
+        _ => return Err(bad(format!("has shape {:?}; grey images [N, H, W] or [N, H, W, 1] are supported", a.shape))),
+    };
+    let pixels = match a.data {
+        crate::npy::Data::U8(v) => v,
+        crate::npy::Data::F32(v) => {
+            if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !(0.0..=1.0).contains(*x)) {
+                return Err(bad(format!(
+                    "value {x} at flat index {i} is outside [0, 1] (float32 images are pixel / 255)"
+                )));
+            }
+            v.iter().map(|&x| (x * 255.0).round() as u8).collect()
+        }
+        other => {
+            return Err(bad(format!("has type {}; uint8 pixels or float32 in [0, 1] are supported", other.dtype())))
+        }
+    };
+    let la = crate::npy::read(&files.labels).map_err(crate::eval::InputError::from)?;
+    let labels = crate::eval::decode_labels(&la, &files.labels, count, 256, &files.images)?;
+    Ok(Images { count, rows, cols, pixels, labels: labels.into_iter().map(|l| l as u8).collect() })
+}
+
+/// Check that `images` fit the network's input (`[rows, cols, 1]`) and its
+/// labels its classes; `source` names the images in the error.
+pub fn check_images(spec: &Spec, images: &Images, source: &str) -> Result<()> {
+    if spec.input != [images.rows, images.cols, 1] {
+        return Err(TrainError::Images {
+            path: source.into(),
+            problem: format!(
+                "holds {}x{} grey images; {} takes {}x{}x{} (HWC)",
+                images.rows, images.cols, spec.name, spec.input[0], spec.input[1], spec.input[2]
+            ),
+        });
+    }
+    if let Some((i, l)) = images.labels.iter().enumerate().find(|(_, &l)| usize::from(l) >= spec.classes) {
+        return Err(TrainError::Images {
+            path: source.into(),
+            problem: format!("label {l} at index {i} is not one of the {} classes of {}", spec.classes, spec.name),
+        });
+    }
+    Ok(())
+}
+
 /// Training images with a seeded train / validation split.
 #[derive(Debug, Clone)]
 pub struct DataSplit {
@@ -331,6 +441,40 @@ mod tests {
         g.write(dir.path()).unwrap();
         let e = graph_for(&ckpt, None).unwrap_err().to_string();
         assert!(e.contains("preprocessing"), "{e}");
+    }
+
+    #[test]
+    fn npy_data_sets_split_like_eval_and_check_the_model() {
+        use crate::npy::{write, Data};
+        let dir = tempfile::tempdir().unwrap();
+        let (imgs, labs) = (dir.path().join("images.npy"), dir.path().join("labels.npy"));
+        let pixels: Vec<u8> = (0..20 * 28 * 28).map(|i| (i % 251) as u8).collect();
+        write(&imgs, &[20, 28, 28], &Data::U8(pixels.clone())).unwrap();
+        write(&labs, &[20], &Data::I64((0..20).map(|i| i % 10).collect())).unwrap();
+        let src = DataSource::Npy(NpyFiles::parse(dir.path().to_str().unwrap()).unwrap());
+        let split = src.split(5, None).unwrap();
+        assert_eq!((split.train.len(), split.val.len()), (18, 2));
+        assert_eq!((split.train.clone(), split.val.clone()), data::holdout(20, 5), "the split of `releq eval --data`");
+        assert_eq!(split.images.pixels, pixels);
+        assert_eq!(split.images.labels[13], 3);
+        let test = src.test(5).unwrap();
+        assert_eq!(test, subset(&split.images, &split.train));
+        let spec = Arch::Lenet5.spec();
+        check_images(&spec, &split.images, "images.npy").unwrap();
+        // float32 pixel / 255 reads back as the same pixels.
+        write(&imgs, &[20, 28, 28, 1], &Data::F32(pixels.iter().map(|&p| p as f32 / 255.0).collect())).unwrap();
+        assert_eq!(src.split(5, None).unwrap().images.pixels, pixels);
+        // Wrong sizes and out-of-range values are named.
+        write(&imgs, &[20, 32, 32], &Data::U8(vec![0; 20 * 32 * 32])).unwrap();
+        let images = src.split(5, None).unwrap().images;
+        let e = check_images(&spec, &images, "images.npy").unwrap_err().to_string();
+        assert!(e.contains("32x32") && e.contains("28x28x1"), "{e}");
+        write(&imgs, &[20, 28, 28], &Data::F32(vec![2.0; 20 * 28 * 28])).unwrap();
+        let e = src.split(5, None).unwrap_err().to_string();
+        assert!(e.contains("images.npy") && e.contains("outside [0, 1]"), "{e}");
+        write(&imgs, &[20, 784], &Data::U8(vec![0; 20 * 784])).unwrap();
+        let e = src.split(5, None).unwrap_err().to_string();
+        assert!(e.contains("[20, 784]"), "{e}");
     }
 
     #[test]

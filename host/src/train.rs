@@ -83,6 +83,17 @@ pub enum TrainError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A user's `.npy` data set could not be read.
+    #[error(transparent)]
+    Input(#[from] crate::eval::InputError),
+    /// A user's images do not fit.
+    #[error("{}: {problem}", path.display())]
+    Images {
+        /// The images file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// A graph.json is malformed or unsupported.
     #[error("{}: {problem}", path.display())]
     Graph {

@@ -26,6 +26,7 @@ fn options(ckpt: &Path, data: &Path, out: &Path, cache: &Path, strategy: Strateg
         checkpoint: ckpt.into(),
         dataset: Dataset::Mnist,
         data_dir: data.into(),
+        npy: None,
         seed: 3,
         board: boards::load("qemu-m4").unwrap(),
         qemu: QemuOptions::default(),

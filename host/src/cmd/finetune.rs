@@ -23,9 +23,15 @@ pub struct Finetune {
     /// Zoo model (default: graph.json, train.json or qat.json next to the checkpoint).
     #[arg(long, value_enum)]
     pub model: Option<Arch>,
-    /// Data set (default: from train.json next to the checkpoint).
-    #[arg(long, value_enum)]
+    /// Data set (default: from train.json or graph.json next to the checkpoint).
+    #[arg(long, value_enum, conflicts_with = "data")]
     pub dataset: Option<Dataset>,
+    /// A user's `.npy` data set instead: `IMAGES.npy,LABELS.npy` or a
+    /// directory holding `images.npy` and `labels.npy` (uint8 pixels [N, H,
+    /// W] or float32 pixel / 255); a seeded 10 % is the validation split, the
+    /// rest is trained on.
+    #[arg(long)]
+    pub data: Option<String>,
     /// Weight bits: one value, or one per weighted layer.
     #[arg(long, default_value = "8", value_delimiter = ',')]
     pub wbits: Vec<u8>,
@@ -63,7 +69,10 @@ struct QatJson<'a> {
     arch: Option<Arch>,
     /// The network's name.
     model: &'a str,
-    dataset: Dataset,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataset: Option<Dataset>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
     seed: u64,
     checkpoint: PathBuf,
     wbits: &'a [u8],
@@ -80,15 +89,21 @@ impl Finetune {
     pub fn run(self) -> anyhow::Result<()> {
         super::train::rerun_with_malloc_tunables()?;
         let meta = checkpoint::Meta::of(&self.ckpt);
-        let dataset = self.dataset.or(meta.dataset).context(
-            "no train.json or graph.json next to the checkpoint tells the data set: give --dataset mnist|fashion-mnist",
-        )?;
+        let source = match &self.data {
+            Some(d) => checkpoint::DataSource::Npy(data::NpyFiles::parse(d)?),
+            None => checkpoint::DataSource::Builtin {
+                dir: self.data_dir.clone().unwrap_or_else(data::default_data_dir),
+                dataset: self.dataset.or(meta.dataset).context(
+                    "no train.json or graph.json next to the checkpoint tells the data set: give --dataset or --data",
+                )?,
+            },
+        };
         let seed = self.seed.or(meta.seed).unwrap_or(1);
         let checkpoint::Checkpoint { vm, net, graph } = checkpoint::load(&self.ckpt, self.model)?;
         let name = net.spec().name.clone();
         let arch = Arch::from_name(&name).filter(|a| a.spec() == *net.spec());
-        let dir = self.data_dir.unwrap_or_else(data::default_data_dir);
-        let split = checkpoint::load_split(&dir, dataset, seed, meta.limit)?;
+        let split = source.split(seed, meta.limit)?;
+        checkpoint::check_images(net.spec(), &split.images, &source.name())?;
         let o = QatOptions {
             wbits: self.wbits,
             abits: self.abits,
@@ -107,7 +122,8 @@ impl Finetune {
         let json = QatJson {
             arch,
             model: &name,
-            dataset,
+            dataset: source.dataset(),
+            data: self.data.clone(),
             seed,
             checkpoint: self.ckpt.clone(),
             wbits: &outcome.plan.wbits,

@@ -36,9 +36,15 @@ pub struct Quantize {
     /// Zoo model (default: graph.json, train.json or qat.json next to the checkpoint).
     #[arg(long, value_enum)]
     pub model: Option<Arch>,
-    /// Data set for calibration (default: from train.json).
-    #[arg(long, value_enum)]
+    /// Data set for calibration (default: from train.json or graph.json).
+    #[arg(long, value_enum, conflicts_with = "data")]
     pub dataset: Option<Dataset>,
+    /// Calibrate on a user's `.npy` data set instead: `IMAGES.npy,LABELS.npy`
+    /// or a directory holding `images.npy` and `labels.npy` (uint8 pixels
+    /// [N, H, W] or float32 pixel / 255); the images outside its seeded 10 %
+    /// validation split are used.
+    #[arg(long)]
+    pub data: Option<String>,
     /// Calibration batches of training images.
     #[arg(long, default_value_t = 20)]
     pub calib_batches: usize,
@@ -84,12 +90,18 @@ impl Quantize {
             q.plan
         } else {
             let meta = checkpoint::Meta::of(&self.ckpt);
-            let dataset = self.dataset.or(meta.dataset).context(
-                "no train.json or graph.json next to the checkpoint tells the calibration data set: give --dataset",
-            )?;
             let seed = meta.seed.unwrap_or(1);
-            let dir = self.data_dir.clone().unwrap_or_else(data::default_data_dir);
-            let split = checkpoint::load_split(&dir, dataset, seed, None)?;
+            let source = match &self.data {
+                Some(d) => checkpoint::DataSource::Npy(data::NpyFiles::parse(d)?),
+                None => checkpoint::DataSource::Builtin {
+                    dir: self.data_dir.clone().unwrap_or_else(data::default_data_dir),
+                    dataset: self.dataset.or(meta.dataset).context(
+                        "no train.json or graph.json next to the checkpoint tells the calibration data set: give --dataset or --data",
+                    )?,
+                },
+            };
+            let split = source.split(seed, None)?;
+            checkpoint::check_images(&spec, &split.images, &source.name())?;
             let n = split.train.len().min(self.calib_batches.max(1) * self.batch.max(1));
             let calib = checkpoint::subset(&split.images, &split.train[..n]);
             let ranges = calibrate(&net, &calib, self.calib_batches, self.batch)?;
