@@ -8,6 +8,7 @@ use clap::Parser;
 use releq_host::checkpoint;
 use releq_host::data::{self, Dataset, Split};
 use releq_host::import::onnx::import_onnx;
+use releq_host::import::tflite_float::import_tflite_float;
 use releq_host::import::{import_tflite, Summary};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,10 @@ pub struct Import {
     /// Data directory (default `$RELEQ_DATA` or `./data`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// .tflite: write the dequantized weights as a float checkpoint
+    /// directory OUT (last.safetensors + graph.json) instead of a .releq.
+    #[arg(long)]
+    pub float: bool,
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
@@ -87,7 +92,10 @@ impl Import {
         if self.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
             return self.onnx(&bytes, &name);
         }
-        anyhow::ensure!(self.dataset.is_none(), "--dataset applies to .onnx imports");
+        if self.float {
+            return self.tflite_float(&bytes, &name);
+        }
+        anyhow::ensure!(self.dataset.is_none(), "--dataset applies to .onnx and --float imports");
         let imported =
             import_tflite(&bytes, &name).with_context(|| format!("cannot import {}", self.model.display()))?;
         let blob = imported.model.encode()?;
@@ -131,7 +139,24 @@ impl Import {
         let file = self.model.file_name().map_or("model.onnx".into(), |f| f.to_string_lossy().into_owned());
         let imported = import_onnx(bytes, name, &format!("onnx:{file}"), self.dataset)
             .with_context(|| format!("cannot import {}", self.model.display()))?;
-        let spec = &imported.graph.spec;
+        self.write_checkpoint(&imported.graph, &imported.params, &imported.notes, &imported.producer)
+    }
+
+    fn tflite_float(&self, bytes: &[u8], name: &str) -> anyhow::Result<()> {
+        let file = self.model.file_name().map_or("model.tflite".into(), |f| f.to_string_lossy().into_owned());
+        let imported = import_tflite_float(bytes, name, &format!("tflite-float:{file}"), self.dataset)
+            .with_context(|| format!("cannot import {}", self.model.display()))?;
+        self.write_checkpoint(&imported.graph, &imported.params, &imported.notes, "tflite, dequantized")
+    }
+
+    fn write_checkpoint(
+        &self,
+        graph: &checkpoint::GraphFile,
+        params: &[releq_host::import::onnx::Param],
+        notes: &[String],
+        producer: &str,
+    ) -> anyhow::Result<()> {
+        let spec = &graph.spec;
         if let Some(d) = self.dataset {
             anyhow::ensure!(
                 spec.input == [28, 28, 1],
@@ -142,8 +167,8 @@ impl Import {
                 spec.input[2]
             );
         }
-        let params = imported.params.iter().map(|p| (p.name.as_str(), p.dims.as_slice(), p.data.as_slice()));
-        let path = checkpoint::write(&self.out, &imported.graph, params)?;
+        let params = params.iter().map(|p| (p.name.as_str(), p.dims.as_slice(), p.data.as_slice()));
+        let path = checkpoint::write(&self.out, graph, params)?;
         let float_test_accuracy = match self.dataset {
             Some(d) => Some(float_test_accuracy(&path, d, self.data_dir.as_deref())?),
             None => None,
@@ -152,29 +177,30 @@ impl Import {
             let r = OnnxReport {
                 source: self.model.display().to_string(),
                 checkpoint: path.display().to_string(),
-                producer: &imported.producer,
+                producer,
                 input: spec.input,
                 classes: spec.classes,
                 weighted_layers: spec.weighted().len(),
                 ops: spec.ops.len(),
-                notes: &imported.notes,
+                notes,
                 float_test_accuracy,
             };
             println!("{}", serde_json::to_string_pretty(&r)?);
             return Ok(());
         }
         println!(
-            "wrote {} and graph.json ({} ops, {} weighted layers, input {}x{}x{} HWC from NCHW, {} classes; from {})",
+            "wrote {} and graph.json ({} ops, {} weighted layers, input {}x{}x{} HWC from {}, {} classes; from {})",
             path.display(),
             spec.ops.len(),
             spec.weighted().len(),
             spec.input[0],
             spec.input[1],
             spec.input[2],
+            graph.input.layout,
             spec.classes,
-            imported.producer
+            producer
         );
-        for n in &imported.notes {
+        for n in notes {
             println!("  {n}");
         }
         if let (Some(a), Some(d)) = (float_test_accuracy, self.dataset) {

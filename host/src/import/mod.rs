@@ -4,6 +4,8 @@
 //!   parameters) that every command taking a checkpoint accepts;
 //! - [`tflite`]: reads a `.tflite` flatbuffer (verified first) into a small
 //!   owned graph;
+//! - [`tflite_float`]: that graph's dequantized weights as a float
+//!   checkpoint (`releq import --float`);
 //! - [`convert`]: turns that graph into a `.releq` model whose integer
 //!   outputs equal TFLite Micro's bit for bit (the arithmetic each op needs
 //!   is described there).
@@ -20,6 +22,7 @@ pub mod convert;
 pub mod onnx;
 pub mod onnx_proto;
 pub mod tflite;
+pub mod tflite_float;
 
 #[allow(
     unsafe_code,
