@@ -179,3 +179,94 @@ pub fn render(r: &ProfileReport) -> String {
     );
     s
 }
+
+/// The same model profiled on several boards, side by side: each layer's
+/// count per board, and each board's total against the first board's. The
+/// boards may count different things (instructions under QEMU, cycles on
+/// hardware): the header says which, and ratios across units are given only
+/// as what they are, a ratio of two counts.
+pub fn render_comparison(reports: &[ProfileReport]) -> String {
+    let mut s = String::new();
+    let Some(first) = reports.first() else { return s };
+    let _ = writeln!(s, "model {} on {} boards", first.model, reports.len());
+    let _ = write!(s, "{:>3}  {:<10} {:>9}", "#", "layer", "MACs");
+    for r in reports {
+        let _ = write!(s, " {:>16}", r.board);
+    }
+    let _ = writeln!(s);
+    let _ = write!(s, "{:>3}  {:<10} {:>9}", "", "", "");
+    for r in reports {
+        let _ = write!(s, " {:>16}", r.unit);
+    }
+    let _ = writeln!(s);
+    for (i, l) in first.layers.iter().enumerate() {
+        let _ = write!(s, "{:>3}  {:<10} {:>9}", l.index, l.kind, l.macs);
+        for r in reports {
+            let _ = write!(s, " {:>16}", r.layers.get(i).map_or("-".into(), |l| l.count.to_string()));
+        }
+        let _ = writeln!(s);
+    }
+    let _ = write!(s, "     {:<10} {:>9}", "total", first.total_macs);
+    for r in reports {
+        let _ = write!(s, " {:>16}", r.total);
+    }
+    let _ = writeln!(s);
+    let _ = write!(s, "     {:<10} {:>9}", format!("x {}", first.board), "");
+    for r in reports {
+        let _ = write!(s, " {:>16}", format!("{:.3}", r.total as f64 / first.total.max(1) as f64));
+    }
+    let _ = writeln!(s);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(board: &str, unit: &str, counts: &[u64]) -> ProfileReport {
+        let layers = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| LayerProfile {
+                index: i,
+                kind: "conv2d".into(),
+                macs: 100,
+                wbits: Some(8),
+                abits: 8,
+                count: c,
+                count_max: c,
+                per_mac: Some(c as f64 / 100.0),
+                share: 0.0,
+            })
+            .collect();
+        ProfileReport {
+            model: "m".into(),
+            board: board.into(),
+            core: "cortex-m4".into(),
+            unit: unit.into(),
+            repeats: 1,
+            identical: true,
+            overhead: 0,
+            layers,
+            total: counts.iter().sum(),
+            total_macs: 100 * counts.len() as u64,
+            per_mac: 0.0,
+        }
+    }
+
+    #[test]
+    fn comparison_has_every_board_and_the_ratio_to_the_first() {
+        let s = render_comparison(&[
+            report("qemu-m4", "instructions", &[300, 100]),
+            report("nucleo-f446re", "cycles", &[450, 150]),
+        ]);
+        let lines: Vec<&str> = s.lines().collect();
+        assert!(lines[1].contains("qemu-m4") && lines[1].contains("nucleo-f446re"), "{s}");
+        assert!(lines[2].contains("instructions") && lines[2].contains("cycles"), "{s}");
+        assert!(lines[3].contains("300") && lines[3].contains("450"), "{s}");
+        let total = lines.iter().find(|l| l.contains("total")).unwrap();
+        assert!(total.contains("400") && total.contains("600"), "{s}");
+        let ratio = lines.last().unwrap();
+        assert!(ratio.contains("1.000") && ratio.contains("1.500"), "{s}");
+    }
+}

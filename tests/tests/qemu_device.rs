@@ -430,6 +430,7 @@ fn counts_grow_with_macs_on_a_size_sweep() {
     for kind in [SpecKind::Conv2d, SpecKind::Dense] {
         let mut last = 0u32;
         let mut per_mac = Vec::new();
+        let mut counts = Vec::new();
         for out_c in [2u16, 4, 8, 16, 32, 64] {
             let spec = LayerSpec { kind, out_c, ..conv_spec(8, 8, 8, out_c) };
             let t = dev.time_layer(&spec, 1).unwrap();
@@ -440,10 +441,18 @@ fn counts_grow_with_macs_on_a_size_sweep() {
             assert!(t.min > last, "{kind:?} out_c {out_c}: {} not above {last}", t.min);
             last = t.min;
             per_mac.push(t.min as f64 / macs as f64);
+            counts.push((macs, t.min as u64));
         }
-        let tail = &per_mac[2..];
-        let (lo, hi) = tail.iter().fold((f64::MAX, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
-        eprintln!("{kind:?} per-MAC sweep: {per_mac:.2?}");
-        assert!(hi / lo < 2.0, "{kind:?}: per-MAC cost not proportional: {per_mac:?}");
+        // With fast kernels a layer's fixed cost (im2col of the input, which
+        // does not depend on the channel count, the call itself) is a large
+        // part of a small layer, so the per-MAC average falls with size. What
+        // must hold is that the cost is affine in the MACs: each doubling of
+        // the output channels adds the same instructions per added MAC.
+        let marginal: Vec<f64> = (3..counts.len())
+            .map(|i| (counts[i].1 - counts[i - 1].1) as f64 / (counts[i].0 - counts[i - 1].0) as f64)
+            .collect();
+        let (lo, hi) = marginal.iter().fold((f64::MAX, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
+        eprintln!("{kind:?} per-MAC sweep: {per_mac:.2?}, marginal per MAC: {marginal:.2?}");
+        assert!(lo > 0.0 && hi / lo < 1.5, "{kind:?}: added cost not proportional to added MACs: {marginal:?}");
     }
 }

@@ -31,6 +31,7 @@ fn options(ckpt: &Path, data: &Path, out: &Path, cache: &Path, strategy: Strateg
         board: boards::load("qemu-m4").unwrap(),
         qemu: QemuOptions::default(),
         probe: None,
+        other_boards: Vec::new(),
         strategy,
         budget,
         wbits: vec![2, 4, 8],
@@ -147,12 +148,29 @@ fn tiny_search_end_to_end() {
     // Without --resume an existing run directory is refused.
     assert!(search(&options(&ckpt, &data, &out, &cache, Strategy::Releq, 6)).is_err());
 
-    // The baselines run on the same machinery.
+    // The baselines run on the same machinery; the greedy run's models are
+    // also measured on a second board (--board qemu-m4 --board qemu-m3).
     for s in [Strategy::Random, Strategy::Greedy] {
         let out = dir.path().join(format!("{s:?}"));
-        let r = search(&options(&ckpt, &data, &out, &cache, s, 4)).unwrap();
+        let mut o = options(&ckpt, &data, &out, &cache, s, 4);
+        if s == Strategy::Greedy {
+            o.other_boards = vec![(boards::load("qemu-m3").unwrap(), None)];
+        }
+        let r = search(&o).unwrap();
         assert_eq!(r.device_mismatches, 0);
         assert_eq!(r.table_measured_now, 0);
+        if s == Strategy::Greedy {
+            let [m3] = &r.other_boards[..] else { panic!("one other board: {:?}", r.other_boards) };
+            assert_eq!((m3.board.as_str(), m3.device_checked, m3.device_mismatches), ("qemu-m3", 5, 0));
+            assert_eq!(m3.layer_latency.len(), r.layers.len());
+            assert_eq!(m3.latency_total, m3.layer_latency.iter().sum::<u64>());
+            // The M3 has no DSP extension: the same models cost more there.
+            assert!(m3.latency_total > r.latency_total && m3.latency_int8 > r.latency_int8, "{m3:?} vs {r:?}");
+            let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+            assert!(md.contains("## On every board") && md.contains("| qemu-m3 |"), "{md}");
+        } else {
+            assert!(r.other_boards.is_empty());
+        }
     }
 
     // Step rewards (ReLeQ's per-layer evaluation): each episode also

@@ -49,6 +49,10 @@ impl Compare {
         super::train::rerun_with_malloc_tunables()?;
         anyhow::ensure!(self.fraction > 0.0 && self.fraction <= 1.0, "--fraction must be in (0, 1]");
         anyhow::ensure!(!self.seeds.is_empty(), "--seeds: give at least one seed");
+        anyhow::ensure!(
+            self.common.device.boards.len() == 1,
+            "releq compare uses one board's latency table: give one --board (releq search takes several)"
+        );
         let o = CompareOptions {
             search: self.common.options(self.out.clone())?,
             seeds: self.seeds.clone(),

@@ -1,10 +1,13 @@
-//! `releq profile MODEL --board B`: per-layer latency measured on the device.
+//! `releq profile MODEL --board B [--board C ...]`: per-layer latency
+//! measured on one device or on several at once (one thread per device), with
+//! a side-by-side comparison.
 
 use super::device_args::DeviceArgs;
 use anyhow::Context as _;
 use clap::Parser;
 use releq_common::validate::Plan;
 use releq_host::data::{self, Dataset, Split};
+use releq_host::profile::ProfileReport;
 use std::path::PathBuf;
 
 /// Measure each layer's latency on the device.
@@ -48,19 +51,50 @@ impl Profile {
             }
             None => vec![plan.input().quant.zero_point as i8; plan.input().shape.len()],
         };
-        let board = self.device.board()?;
+        let links = self.device.links()?;
         let started = std::time::Instant::now();
-        let mut dev = self.device.start(&board, Some(&self.model))?;
-        let report = releq_host::profile::profile(&plan, &mut dev, &input, self.repeat)?;
-        let wall = started.elapsed().as_secs_f64();
+        // One thread per device: QEMU instances (or probes) run side by side.
+        let results: Vec<anyhow::Result<(ProfileReport, f64)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = links
+                .iter()
+                .map(|link| {
+                    let (input, plan, device, model, repeat) = (&input, &plan, &self.device, &self.model, self.repeat);
+                    scope.spawn(move || -> anyhow::Result<(ProfileReport, f64)> {
+                        let mut dev = device.start(link, Some(model))?;
+                        let report = releq_host::profile::profile(plan, &mut dev, input, repeat)
+                            .with_context(|| format!("profiling on {}", link.board.name))?;
+                        Ok((report, started.elapsed().as_secs_f64()))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a device thread panicked"))))
+                .collect()
+        });
+        let mut reports = Vec::new();
+        for (link, r) in links.iter().zip(results) {
+            reports.push(r.with_context(|| format!("board {}", link.board.name))?);
+        }
         if self.json {
-            let mut v = serde_json::to_value(&report)?;
-            v["wall_seconds"] = serde_json::json!(wall);
+            let mut all = Vec::new();
+            for (report, wall) in &reports {
+                let mut v = serde_json::to_value(report)?;
+                v["wall_seconds"] = serde_json::json!(wall);
+                all.push(v);
+            }
+            let v = if all.len() == 1 { all.remove(0) } else { serde_json::Value::Array(all) };
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
-            print!("{}", releq_host::profile::render(&report));
-            let start = if board.emulated { "QEMU start" } else { "attach, flash, blob write" };
-            println!("wall time {wall:.2} s ({start}, firmware handshake and {} run(s))", report.repeats);
+            for ((report, wall), link) in reports.iter().zip(&links) {
+                print!("{}", releq_host::profile::render(report));
+                let start = if link.board.emulated { "QEMU start" } else { "attach, flash, blob write" };
+                println!("wall time {wall:.2} s ({start}, firmware handshake and {} run(s))\n", report.repeats);
+            }
+            if reports.len() > 1 {
+                let only: Vec<ProfileReport> = reports.iter().map(|(r, _)| r.clone()).collect();
+                print!("{}", releq_host::profile::render_comparison(&only));
+            }
         }
         Ok(())
     }

@@ -74,9 +74,10 @@ impl Run {
         let count = samples.len();
         let width = plan.output().shape.len();
 
-        let board = self.device.board()?;
+        let link = self.device.link()?;
+        let board = &link.board;
         let started = std::time::Instant::now();
-        let mut dev = self.device.start(&board, Some(&self.model))?;
+        let mut dev = self.device.start(&link, Some(&self.model))?;
         let info = dev.info()?;
         let bar = if self.json { ProgressBar::hidden() } else { ProgressBar::new(count as u64) };
         bar.set_style(

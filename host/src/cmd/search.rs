@@ -194,15 +194,17 @@ impl SearchArgs {
             anyhow::ensure!((2..=8).contains(&b), "--wbits: {b} is outside 2..=8");
         }
         anyhow::ensure!(self.wbits.contains(&8), "--wbits must contain 8 (the reference model is all-8-bit)");
+        let links = self.device.links()?;
         Ok(SearchOptions {
             checkpoint: self.ckpt.clone(),
             dataset,
             data_dir: self.data_dir.clone().unwrap_or_else(data::default_data_dir),
             npy,
             seed: 1,
-            board: self.device.board()?,
+            board: links[0].board.clone(),
             qemu: self.device.qemu_options(),
-            probe: self.device.probe.clone(),
+            probe: links[0].probe.clone(),
+            other_boards: links[1..].iter().map(|l| (l.board.clone(), l.probe.clone())).collect(),
             strategy: Strategy::Releq,
             budget: 0,
             wbits: self.wbits.clone(),

@@ -43,7 +43,7 @@ use env::{Constraints, Env, Record};
 use indicatif::{ProgressBar, ProgressStyle};
 use latency::LatencyTable;
 use oracle::{accuracy_of, Oracle, OracleOptions};
-use report::{LayerRow, Report};
+use report::{LayerRow, OtherBoard, Report};
 use reward::{Cost, RewardParams};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,10 @@ pub struct SearchOptions {
     pub qemu: QemuOptions,
     /// The debug probe of a real board (`VID:PID[:SERIAL]`; None: the only one).
     pub probe: Option<String>,
+    /// More boards (with their probes) the final and the all-8-bit models
+    /// are verified and measured on, for the report's comparison; the search
+    /// itself optimises `board`'s latency.
+    pub other_boards: Vec<(Board, Option<String>)>,
     /// Strategy.
     pub strategy: Strategy,
     /// Accuracy evaluations allowed.
@@ -413,27 +417,39 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     let all: Vec<usize> = (0..test.len()).collect();
     let float_test_accuracy = train::accuracy(&net, &test, &all, 256, None)?;
 
-    // Device verification and whole-model latency, measured.
+    // Device verification and whole-model latency, measured: on the board
+    // searched for, and at the same time on every other board asked for.
     let plan = final_model.plan()?;
-    let mut dev = AnyDevice::start(&o.board, Some(&model_path), &o.qemu, o.probe.as_deref())?;
-    let mut arena = vec![0i8; plan.arena_bytes];
-    let (mut mismatches, mut counts) = (0, Vec::new());
-    let checked = o.verify_count.min(test.len());
-    for i in 0..checked {
-        let input = quantize_image(test.image(i), &plan.input().quant);
-        let host = plan.run_with::<releq_common::kernels::Reference>(&mut arena, &input)?.to_vec();
-        let out = dev.run(&input)?;
-        mismatches += usize::from(out.output != host);
-        if i == 0 {
-            counts = out.counts;
-        }
-    }
-    drop(dev);
     let int8_plan = int8_model.plan()?;
-    let mut dev8 = AnyDevice::start(&o.board, Some(&int8_path), &o.qemu, o.probe.as_deref())?;
-    let input = quantize_image(test.image(0), &int8_plan.input().quant);
-    let latency_int8: u64 = dev8.run(&input)?.counts.iter().map(|&c| c as u64).sum();
-    drop(dev8);
+    let checked = o.verify_count.min(test.len());
+    let job = Verify { model: &model_path, int8: &int8_path, plan: &plan, int8_plan: &int8_plan, test: &test, checked };
+    let mut links = vec![(o.board.clone(), o.probe.clone())];
+    links.extend(o.other_boards.iter().cloned());
+    let measured: Vec<Result<Measured, SearchError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = links
+            .iter()
+            .map(|(board, probe)| {
+                let job = &job;
+                scope.spawn(move || job.run(board, probe.as_deref(), &o.qemu))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a device thread panicked")).collect()
+    });
+    let mut measured = measured.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let Measured { counts, mismatches, latency_int8, .. } = measured.remove(0);
+    let other_boards: Vec<OtherBoard> = measured
+        .into_iter()
+        .map(|m| OtherBoard {
+            board: m.board,
+            latency_unit: m.unit,
+            latency_total: m.counts.iter().map(|&c| c as u64).sum(),
+            latency_int8: m.latency_int8,
+            speedup_vs_int8: m.latency_int8 as f64 / m.counts.iter().map(|&c| c as u64).sum::<u64>().max(1) as f64,
+            layer_latency: m.counts.iter().map(|&c| c as u64).collect(),
+            device_mismatches: m.mismatches,
+            device_checked: checked,
+        })
+        .collect();
 
     let latency_total: u64 = counts.iter().map(|&c| c as u64).sum();
     let layers = plan
@@ -475,6 +491,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
         float_val_accuracy,
         device_mismatches: mismatches,
         device_checked: checked,
+        other_boards,
         evaluations,
         final_qat_steps,
         table_entries,
@@ -486,4 +503,50 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     let p = o.out.join("report.md");
     std::fs::write(&p, report::markdown(&report)).map_err(io(&p))?;
     Ok(report)
+}
+
+/// The final model's check on one device: `checked` test images compared
+/// with the host bit for bit, then the all-8-bit model's latency.
+struct Verify<'a> {
+    model: &'a Path,
+    int8: &'a Path,
+    plan: &'a releq_common::validate::Plan<'a>,
+    int8_plan: &'a releq_common::validate::Plan<'a>,
+    test: &'a data::Images,
+    checked: usize,
+}
+
+/// What [`Verify::run`] measured.
+struct Measured {
+    board: String,
+    unit: String,
+    /// Per-layer counts of the final model on the first test image.
+    counts: Vec<u32>,
+    mismatches: usize,
+    latency_int8: u64,
+}
+
+impl Verify<'_> {
+    fn run(&self, board: &Board, probe: Option<&str>, qemu: &QemuOptions) -> Result<Measured, SearchError> {
+        let mut dev = AnyDevice::start(board, Some(self.model), qemu, probe)?;
+        let unit = dev.info()?.counter.name().to_string();
+        let mut arena = vec![0i8; self.plan.arena_bytes];
+        let (mut mismatches, mut counts) = (0, Vec::new());
+        for i in 0..self.checked.max(1) {
+            let input = quantize_image(self.test.image(i), &self.plan.input().quant);
+            let out = dev.run(&input)?;
+            if i < self.checked {
+                let host = self.plan.run_with::<releq_common::kernels::Reference>(&mut arena, &input)?;
+                mismatches += usize::from(out.output != host);
+            }
+            if i == 0 {
+                counts = out.counts;
+            }
+        }
+        drop(dev);
+        let mut dev8 = AnyDevice::start(board, Some(self.int8), qemu, probe)?;
+        let input = quantize_image(self.test.image(0), &self.int8_plan.input().quant);
+        let latency_int8: u64 = dev8.run(&input)?.counts.iter().map(|&c| c as u64).sum();
+        Ok(Measured { board: board.name.clone(), unit, counts, mismatches, latency_int8 })
+    }
 }

@@ -407,6 +407,27 @@ fn nearest(ticks: &[(f64, String)], v: f64) -> String {
         .map_or_else(|| format!("{v}"), |t| t.1.clone())
 }
 
+/// The chosen model (searched for another board) on one more board.
+#[derive(Debug, Clone, Serialize)]
+pub struct OtherBoard {
+    /// Board.
+    pub board: String,
+    /// What its counts are (`instructions` under QEMU, `cycles` on hardware).
+    pub latency_unit: String,
+    /// Measured whole-model latency of the chosen model.
+    pub latency_total: u64,
+    /// Measured latency of the all-8-bit model.
+    pub latency_int8: u64,
+    /// `latency_int8 / latency_total`.
+    pub speedup_vs_int8: f64,
+    /// Per-layer latency of the chosen model.
+    pub layer_latency: Vec<u64>,
+    /// Test images whose output differed from the host's.
+    pub device_mismatches: usize,
+    /// Test images checked.
+    pub device_checked: usize,
+}
+
 /// Per-layer row of the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerRow {
@@ -475,6 +496,9 @@ pub struct Report {
     pub device_mismatches: usize,
     /// Test images run on the device for verification.
     pub device_checked: usize,
+    /// The final and the all-8-bit models measured on the other boards asked
+    /// for (`--board A --board B`: the search optimised A's latency).
+    pub other_boards: Vec<OtherBoard>,
     /// Accuracy evaluations computed.
     pub evaluations: usize,
     /// QAT steps in the final model (0: the PTQ model was better on the
@@ -559,6 +583,34 @@ pub fn markdown(r: &Report) -> String {
         r.table_measured_now,
         r.seconds
     ));
+    if !r.other_boards.is_empty() {
+        s.push_str(&format!(
+            "\n## On every board\n\nThe search optimised **{}**'s latency; the same two models measured on the other \
+             boards:\n\n| board | unit | chosen | all 8-bit | chosen vs int8 | device check |\n\
+             | --- | --- | ---: | ---: | --- | --- |\n| {} | {} | {} | {} | {} | {} images, {} mismatches |\n",
+            r.board,
+            r.board,
+            r.latency_unit,
+            r.latency_total,
+            r.latency_int8,
+            versus_int8(r.latency_total as f64, r.latency_int8 as f64, "faster", "slower"),
+            r.device_checked,
+            r.device_mismatches
+        ));
+        for b in &r.other_boards {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} images, {} mismatches |\n",
+                b.board,
+                b.latency_unit,
+                b.latency_total,
+                b.latency_int8,
+                versus_int8(b.latency_total as f64, b.latency_int8 as f64, "faster", "slower"),
+                b.device_checked,
+                b.device_mismatches
+            ));
+        }
+        s.push('\n');
+    }
     s.push_str(&match r.final_qat_steps {
         0 => "- final model: post-training quantization (QAT did not improve validation accuracy, or was not asked for)\n"
             .to_string(),
