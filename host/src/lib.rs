@@ -1,5 +1,6 @@
 //! releq host library: everything the `releq` CLI does, usable from tests.
 //!
+//! - [`checkpoint`]: checkpoints with their graphs (`graph.json`), data splits.
 //! - [`cexport`]: a `.releq` model as a C header (blob, sizes, exact arena).
 //! - [`data`]: MNIST / Fashion-MNIST IDX loading.
 //! - [`eval`]: host integer inference over a data set.
@@ -13,6 +14,7 @@
 
 pub mod boards;
 pub mod cexport;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod eval;

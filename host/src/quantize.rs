@@ -50,6 +50,7 @@ fn activation(a: Act) -> Activation {
     match a {
         Act::None => Activation::None,
         Act::Relu => Activation::Relu,
+        Act::Relu6 => Activation::Relu6,
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! - [`train`]: seeded training with Adam (no weight decay), cross entropy and
 //!   a cosine learning-rate decay; 10 % of the training split is held out for
-//!   validation (a seeded shuffle, [`load_split`]); the shuffle of epoch `k`
+//!   validation (a seeded shuffle, [`load_split`]); `graph.json` records the
+//!   network ([`GraphFile`]); the shuffle of epoch `k`
 //!   depends only on the seed and `k`, so `resume` replays the same data
 //!   order. Every epoch writes `epoch-<k>.safetensors`, `last.safetensors` and
 //!   `train.json`; the end writes `summary.json` with the float test accuracy.
@@ -11,12 +12,15 @@
 //! - [`finetune`]: calibrate ([`calibrate`]), build a [`QuantPlan`], train with
 //!   [`Net::forward_fq`] for a number of steps with the plan fixed (Adam,
 //!   constant learning rate).
-//! - [`load_checkpoint`]: a checkpoint checked tensor by tensor against a model.
+//!
+//! Checkpoints, their graphs and the data splits are in [`crate::checkpoint`].
 
+use crate::checkpoint::{self, load_split, subset, DataSplit, GraphFile};
 use crate::data::{self, DataError, Dataset, Images, Split};
 use crate::nn::calib::{batch_tensor, calibrate};
 use crate::nn::net::Net;
 use crate::nn::qplan::{PlanError, QuantPlan};
+use crate::nn::spec::Spec;
 use crate::zoo::Arch;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
@@ -79,8 +83,27 @@ pub enum TrainError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A user's `.npy` data set could not be read.
+    #[error(transparent)]
+    Input(#[from] crate::eval::InputError),
+    /// A user's images do not fit.
+    #[error("{}: {problem}", path.display())]
+    Images {
+        /// The images file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A graph.json is malformed or unsupported.
+    #[error("{}: {problem}", path.display())]
+    Graph {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// No model given and no sidecar names one.
-    #[error("cannot tell the model of {}: no train.json or qat.json next to it; give the model", path.display())]
+    #[error("cannot tell the model of {}: no graph.json, train.json or qat.json next to it; give the model", path.display())]
     NoArch {
         /// The checkpoint.
         path: PathBuf,
@@ -217,38 +240,16 @@ pub struct Summary {
     pub images_per_sec: f64,
 }
 
-/// Training images with a seeded train / validation split.
-#[derive(Debug, Clone)]
-pub struct DataSplit {
-    /// The training split's images.
-    pub images: Images,
-    /// Indices used for training.
-    pub train: Vec<usize>,
-    /// Indices held out for validation (10 %).
-    pub val: Vec<usize>,
-}
-
-/// Load the training split (its first `limit` images if given) and hold out
-/// 10 % of it for validation with a shuffle seeded by `seed`.
-pub fn load_split(data_dir: &Path, dataset: Dataset, seed: u64, limit: Option<usize>) -> Result<DataSplit> {
-    let images = data::load(data_dir, dataset, Split::Train)?;
-    let n = limit.unwrap_or(images.len()).min(images.len());
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut rng(seed, u64::MAX));
-    let val = idx.split_off(n - n / 10);
-    Ok(DataSplit { images, train: idx, val })
-}
-
 /// The RNG of `stream` (e.g. an epoch) under `seed`.
-fn rng(seed: u64, stream: u64) -> rand::rngs::StdRng {
+pub(crate) fn rng(seed: u64, stream: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream)
 }
 
 /// A fresh model with parameters initialised from `seed` (He uniform weights,
 /// zero biases, batch norm at identity).
-pub fn new_model(arch: Arch, seed: u64) -> Result<(VarMap, Net)> {
+pub fn new_model(spec: &Spec, seed: u64) -> Result<(VarMap, Net)> {
     let vm = VarMap::new();
-    let net = Net::new(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &arch.spec())?;
+    let net = Net::new(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), spec)?;
     let mut r = rng(seed, u64::MAX - 1);
     for (name, var) in sorted_vars(&vm) {
         if name.ends_with(".weight") && !name.ends_with(".bn.weight") {
@@ -261,7 +262,7 @@ pub fn new_model(arch: Arch, seed: u64) -> Result<(VarMap, Net)> {
     Ok((vm, net))
 }
 
-fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
+pub(crate) fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
     let mut v: Vec<(String, Var)> = vm.data().lock().expect("var map lock").clone().into_iter().collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
@@ -270,50 +271,6 @@ fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
 /// The parameters an optimizer updates (all but batch norm running statistics).
 fn trainable(vm: &VarMap) -> Vec<Var> {
     sorted_vars(vm).into_iter().filter(|(n, _)| !n.contains(".running_")).map(|(_, v)| v).collect()
-}
-
-/// The arch recorded by a `train.json` or `qat.json` next to `path`.
-pub fn sidecar_arch(path: &Path) -> Option<Arch> {
-    #[derive(Deserialize)]
-    struct Sidecar {
-        arch: Arch,
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    ["train.json", "qat.json"].iter().find_map(|f| {
-        let text = std::fs::read_to_string(dir.join(f)).ok()?;
-        serde_json::from_str::<Sidecar>(&text).ok().map(|s| s.arch)
-    })
-}
-
-/// Load a safetensors checkpoint into a new model. The model is `arch` if
-/// given, else the one named by `train.json` / `qat.json` next to the file.
-/// Every parameter must be present with the right shape and nothing else
-/// may be in the file; errors name the tensor.
-pub fn load_checkpoint(path: &Path, arch: Option<Arch>) -> Result<(VarMap, Net)> {
-    let arch = arch.or_else(|| sidecar_arch(path)).ok_or_else(|| TrainError::NoArch { path: path.into() })?;
-    let (vm, net) = new_model(arch, 0)?;
-    if !path.is_file() {
-        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such checkpoint file");
-        return Err(TrainError::Io { path: path.into(), source });
-    }
-    let mut file = candle_core::safetensors::load(path, &Device::Cpu)?;
-    let mismatch = |tensor: &str, problem: String| TrainError::Mismatch {
-        path: path.into(),
-        arch: arch.name().into(),
-        tensor: tensor.into(),
-        problem,
-    };
-    for (name, var) in sorted_vars(&vm) {
-        let t = file.remove(&name).ok_or_else(|| mismatch(&name, "is missing".into()))?;
-        if t.dims() != var.dims() {
-            return Err(mismatch(&name, format!("has shape {:?}, the model needs {:?}", t.dims(), var.dims())));
-        }
-        var.set(&t.to_dtype(DType::F32)?)?;
-    }
-    if let Some(name) = file.keys().min() {
-        return Err(mismatch(name, "is not a parameter of the model".into()));
-    }
-    Ok((vm, net))
 }
 
 /// Fraction of `idx` images classified correctly (float, or fake-quantized
@@ -357,7 +314,7 @@ fn bar(len: usize, progress: bool) -> ProgressBar {
     pb
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("serializable");
     std::fs::write(path, text + "\n").map_err(|source| TrainError::Io { path: path.into(), source })
 }
@@ -421,10 +378,10 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
     let (vm, net, mut state) = if o.resume {
         let state: TrainState = read_json(&state_path)?;
         check_resume(o, &state)?;
-        let (vm, net) = load_checkpoint(&o.out.join("last.safetensors"), Some(o.arch))?;
-        (vm, net, state)
+        let c = checkpoint::load(&o.out.join("last.safetensors"), Some(o.arch))?;
+        (c.vm, c.net, state)
     } else {
-        let (vm, net) = new_model(o.arch, o.seed)?;
+        let (vm, net) = new_model(&o.arch.spec(), o.seed)?;
         let state = TrainState {
             arch: o.arch,
             dataset: o.dataset,
@@ -439,6 +396,7 @@ pub fn train(o: &TrainOptions) -> Result<Summary> {
         (vm, net, state)
     };
     state.epochs = o.epochs;
+    GraphFile::zoo(o.arch).write(&o.out)?;
     let split = load_split(&o.data_dir, o.dataset, o.seed, o.limit)?;
     let steps_per_epoch = split.train.len().div_ceil(o.batch.max(1));
     let total = o.epochs * steps_per_epoch;
@@ -599,14 +557,4 @@ pub fn finetune(vm: &VarMap, net: &Net, split: &DataSplit, o: &QatOptions) -> Re
     pb.finish();
     let fq_val_acc = accuracy(net, &split.images, val, 256, Some(&plan))?;
     Ok(QatOutcome { plan, ranges, fq_val_acc_before, fq_val_acc })
-}
-
-/// The images at `idx`, as a new set.
-pub fn subset(images: &Images, idx: &[usize]) -> Images {
-    let mut pixels = Vec::with_capacity(idx.len() * images.image_size());
-    for &i in idx {
-        pixels.extend_from_slice(images.image(i));
-    }
-    let labels = idx.iter().map(|&i| images.labels[i]).collect();
-    Images { count: idx.len(), rows: images.rows, cols: images.cols, pixels, labels }
 }

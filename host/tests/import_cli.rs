@@ -80,3 +80,38 @@ fn garbage_and_truncated_files_are_clear_errors() {
     assert!(!ok);
     assert!(stderr.contains("cannot read /nonexistent/m.tflite"), "{stderr}");
 }
+
+fn onnx_fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/onnx").join(name).display().to_string()
+}
+
+#[test]
+fn onnx_and_float_imports_write_checkpoints_that_quantize_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("bn");
+    let (ok, stdout, stderr) =
+        releq(&["import", &onnx_fixture("bn-dw-add.onnx"), "--out", ck.to_str().unwrap(), "--json"]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["input"], serde_json::json!([28, 28, 1]));
+    assert_eq!(j["weighted_layers"], 4);
+    assert_eq!(j["notes"].as_array().unwrap().len(), 3, "two folded batch norms and one depthwise: {j}");
+    assert!(ck.join("last.safetensors").is_file() && ck.join("graph.json").is_file());
+    let graph: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("graph.json")).unwrap()).unwrap();
+    assert_eq!(graph["input"]["layout"], "NCHW");
+    assert_eq!(graph["source"], "onnx:bn-dw-add.onnx");
+    // No data set recorded and none given: quantize asks for one.
+    let ckpt = ck.join("last.safetensors").display().to_string();
+    let (ok, _, stderr) = releq(&["quantize", &ckpt, "--out", "x.releq"]);
+    assert!(!ok && stderr.contains("--dataset or --data"), "{stderr}");
+    // A .tflite as a float checkpoint.
+    let fl = dir.path().join("fl");
+    let (ok, stdout, stderr) =
+        releq(&["import", &fixture("fc_tensor.tflite"), "--float", "--out", fl.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 weighted layers") && fl.join("graph.json").is_file(), "{stdout}");
+    // Errors exit non-zero naming the op.
+    let (ok, _, stderr) = releq(&["import", &fixture("unsupported_tanh.tflite"), "--float", "--out", "y"]);
+    assert!(!ok && stderr.contains("TANH"), "{stderr}");
+}

@@ -5,6 +5,7 @@
 //! files; the data directory is `$RELEQ_DATA` or `../shared/data` next to the
 //! repository.
 
+use releq_host::checkpoint;
 use releq_host::data::Dataset;
 use releq_host::train::{self, QatOptions, TrainError, TrainOptions, TrainState};
 use releq_host::zoo::Arch;
@@ -39,8 +40,9 @@ fn short_run_learns_and_qat_keeps_accuracy() {
     assert!(state.history[0].val_acc > 0.9, "validation accuracy {}", state.history[0].val_acc);
     assert!(s.test_acc > 0.9, "test accuracy {}", s.test_acc);
 
-    let (vm, net) = train::load_checkpoint(&tmp.path().join("last.safetensors"), None).unwrap();
-    let split = train::load_split(&dir, Dataset::Mnist, o.seed, o.limit).unwrap();
+    let c = checkpoint::load(&tmp.path().join("last.safetensors"), None).unwrap();
+    let (vm, net) = (c.vm, c.net);
+    let split = checkpoint::load_split(&dir, Dataset::Mnist, o.seed, o.limit).unwrap();
     let q = QatOptions { wbits: vec![4], abits: vec![4], steps: 30, val_limit: Some(1000), ..Default::default() };
     let out = train::finetune(&vm, &net, &split, &q).unwrap();
     assert_eq!(out.plan.wbits, vec![4; 5]);
@@ -94,35 +96,35 @@ fn resume_counts_epochs_and_redoes_nothing() {
 #[test]
 fn checkpoint_of_another_model_names_the_tensor() {
     let tmp = tempfile::tempdir().unwrap();
-    let (vm, _) = train::new_model(Arch::Lenet5, 1).unwrap();
+    let (vm, _) = train::new_model(&Arch::Lenet5.spec(), 1).unwrap();
     let path = tmp.path().join("lenet.safetensors");
     vm.save(&path).unwrap();
-    let err = train::load_checkpoint(&path, Some(Arch::FashionCnn)).err().expect("a lenet5 checkpoint is refused");
+    let err = checkpoint::load(&path, Some(Arch::FashionCnn)).err().expect("a lenet5 checkpoint is refused");
     let msg = err.to_string();
     assert!(msg.contains("`conv1.bn.bias` is missing"), "{msg}");
     // A fashion-cnn checkpoint into lenet5: its convolutions have no bias.
-    let (vm, _) = train::new_model(Arch::FashionCnn, 1).unwrap();
+    let (vm, _) = train::new_model(&Arch::FashionCnn.spec(), 1).unwrap();
     let other = tmp.path().join("fashion.safetensors");
     vm.save(&other).unwrap();
-    let err = train::load_checkpoint(&other, Some(Arch::Lenet5)).err().unwrap().to_string();
+    let err = checkpoint::load(&other, Some(Arch::Lenet5)).err().unwrap().to_string();
     assert!(err.contains("`conv1.bias` is missing"), "{err}");
     // Same names, another shape.
-    let (vm, _) = train::new_model(Arch::Lenet5, 1).unwrap();
+    let (vm, _) = train::new_model(&Arch::Lenet5.spec(), 1).unwrap();
     let odd = candle_core::Var::zeros((16, 1, 3, 3), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     vm.data().lock().unwrap().insert("conv1.weight".into(), odd);
     vm.save(&other).unwrap();
-    let err = train::load_checkpoint(&other, Some(Arch::Lenet5)).err().unwrap().to_string();
+    let err = checkpoint::load(&other, Some(Arch::Lenet5)).err().unwrap().to_string();
     assert!(err.contains("`conv1.weight` has shape [16, 1, 3, 3], the model needs [6, 1, 5, 5]"), "{err}");
     // An extra tensor.
-    let (vm, _) = train::new_model(Arch::Lenet5, 1).unwrap();
+    let (vm, _) = train::new_model(&Arch::Lenet5.spec(), 1).unwrap();
     let extra = candle_core::Var::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     vm.data().lock().unwrap().insert("fc9.bias".into(), extra);
     vm.save(&other).unwrap();
-    let err = train::load_checkpoint(&other, Some(Arch::Lenet5)).err().unwrap().to_string();
+    let err = checkpoint::load(&other, Some(Arch::Lenet5)).err().unwrap().to_string();
     assert!(err.contains("`fc9.bias` is not a parameter of the model"), "{err}");
-    assert!(train::load_checkpoint(&path, Some(Arch::Lenet5)).is_ok());
+    assert!(checkpoint::load(&path, Some(Arch::Lenet5)).is_ok());
     // No arch and no sidecar.
-    let err = train::load_checkpoint(&path, None).err().unwrap();
+    let err = checkpoint::load(&path, None).err().unwrap();
     assert!(matches!(err, TrainError::NoArch { .. }), "{err}");
 }
 

@@ -26,6 +26,7 @@ fn options(ckpt: &Path, data: &Path, out: &Path, cache: &Path, strategy: Strateg
         checkpoint: ckpt.into(),
         dataset: Dataset::Mnist,
         data_dir: data.into(),
+        npy: None,
         seed: 3,
         board: boards::load("qemu-m4").unwrap(),
         qemu: QemuOptions::default(),
@@ -194,9 +195,9 @@ fn tiny_search_end_to_end() {
     let r = search(&o).unwrap();
     assert_eq!(r.evaluations, 243, "3^5 configurations");
     let log = read_log(&out.join("episodes.jsonl")).unwrap();
-    let split = train::load_split(&data, Dataset::Mnist, split_seed(&o), None).unwrap();
+    let split = releq_host::checkpoint::load_split(&data, Dataset::Mnist, split_seed(&o), None).unwrap();
     let oo = OracleOptions { checkpoint: ckpt.clone(), calib_batches: 4, val_limit: 300, finetune_steps: 0 };
-    let val = train::subset(&split.images, &split.val[..300]);
+    let val = releq_host::checkpoint::subset(&split.images, &split.val[..300]);
     let mut alone = Oracle::new(split, oo).unwrap();
     let mut distinct = std::collections::BTreeSet::new();
     for rec in log.iter().step_by(17) {

@@ -33,9 +33,9 @@ fn trained_lenet5_is_bit_exact_on_qemu_m4() {
     assert!(summary.test_acc > 0.85, "float test accuracy {}", summary.test_acc);
 
     // PTQ at mixed weight bits and 8-bit activations, exported and validated.
-    let (_vm, net) = train::load_checkpoint(&dir.path().join("run/last.safetensors"), None).unwrap();
-    let split = train::load_split(&data, Dataset::Mnist, 1, Some(6000)).unwrap();
-    let calib = train::subset(&split.images, &split.train[..640]);
+    let net = releq_host::checkpoint::load(&dir.path().join("run/last.safetensors"), None).unwrap().net;
+    let split = releq_host::checkpoint::load_split(&data, Dataset::Mnist, 1, Some(6000)).unwrap();
+    let calib = releq_host::checkpoint::subset(&split.images, &split.train[..640]);
     let ranges = calibrate(&net, &calib, 10, 64).unwrap();
     // int8 PTQ agrees with the float model: within 1 percentage point on
     // the 10,000 test images (measured: about 0.1 pp on a fully trained LeNet-5).

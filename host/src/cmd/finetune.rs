@@ -2,8 +2,9 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use releq_host::checkpoint;
 use releq_host::data::{self, Dataset};
-use releq_host::train::{self, QatOptions, TrainState};
+use releq_host::train::{self, QatOptions};
 use releq_host::zoo::Arch;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -13,17 +14,24 @@ use std::path::PathBuf;
 /// Quantization-aware fine-tuning: calibrate the checkpoint's tensor ranges,
 /// build the quantization plan for the given bits, train with fake
 /// quantization for --steps steps (plan fixed), and write DIR/qat.safetensors
-/// and DIR/qat.json (plan, bits, fake-quantized validation accuracy).
+/// and DIR/qat.json (plan, bits, fake-quantized validation accuracy) with
+/// the network's DIR/graph.json.
 #[derive(Debug, Parser)]
 pub struct Finetune {
     /// Float checkpoint (safetensors), e.g. runs/lenet5-mnist/last.safetensors.
     pub ckpt: PathBuf,
-    /// Model (default: from train.json next to the checkpoint).
+    /// Zoo model (default: graph.json, train.json or qat.json next to the checkpoint).
     #[arg(long, value_enum)]
     pub model: Option<Arch>,
-    /// Data set (default: from train.json next to the checkpoint).
-    #[arg(long, value_enum)]
+    /// Data set (default: from train.json or graph.json next to the checkpoint).
+    #[arg(long, value_enum, conflicts_with = "data")]
     pub dataset: Option<Dataset>,
+    /// A user's `.npy` data set instead: `IMAGES.npy,LABELS.npy` or a
+    /// directory holding `images.npy` and `labels.npy` (uint8 pixels [N, H,
+    /// W] or float32 pixel / 255); a seeded 10 % is the validation split, the
+    /// rest is trained on.
+    #[arg(long)]
+    pub data: Option<String>,
     /// Weight bits: one value, or one per weighted layer.
     #[arg(long, default_value = "8", value_delimiter = ',')]
     pub wbits: Vec<u8>,
@@ -56,8 +64,15 @@ pub struct Finetune {
 /// `qat.json`.
 #[derive(Serialize)]
 struct QatJson<'a> {
-    arch: Arch,
-    dataset: Dataset,
+    /// The zoo model, if the network is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arch: Option<Arch>,
+    /// The network's name.
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataset: Option<Dataset>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
     seed: u64,
     checkpoint: PathBuf,
     wbits: &'a [u8],
@@ -73,19 +88,22 @@ impl Finetune {
     /// Run the command.
     pub fn run(self) -> anyhow::Result<()> {
         super::train::rerun_with_malloc_tunables()?;
-        let state_path = self.ckpt.parent().unwrap_or(std::path::Path::new(".")).join("train.json");
-        let state: Option<TrainState> = train::read_json(&state_path).ok();
-        let dataset = self
-            .dataset
-            .or(state.as_ref().map(|s| s.dataset))
-            .context("no train.json next to the checkpoint to tell the data set: give --dataset mnist|fashion-mnist")?;
-        let seed = self.seed.or(state.as_ref().map(|s| s.seed)).unwrap_or(1);
-        let limit = state.as_ref().and_then(|s| s.limit);
-        let (vm, net) = train::load_checkpoint(&self.ckpt, self.model)?;
-        let arch = net.spec().name.clone();
-        let arch: Arch = serde_json::from_value(serde_json::Value::String(arch))?;
-        let dir = self.data_dir.unwrap_or_else(data::default_data_dir);
-        let split = train::load_split(&dir, dataset, seed, limit)?;
+        let meta = checkpoint::Meta::of(&self.ckpt);
+        let source = match &self.data {
+            Some(d) => checkpoint::DataSource::Npy(data::NpyFiles::parse(d)?),
+            None => checkpoint::DataSource::Builtin {
+                dir: self.data_dir.clone().unwrap_or_else(data::default_data_dir),
+                dataset: self.dataset.or(meta.dataset).context(
+                    "no train.json or graph.json next to the checkpoint tells the data set: give --dataset or --data",
+                )?,
+            },
+        };
+        let seed = self.seed.or(meta.seed).unwrap_or(1);
+        let checkpoint::Checkpoint { vm, net, graph } = checkpoint::load(&self.ckpt, self.model)?;
+        let name = net.spec().name.clone();
+        let arch = Arch::from_name(&name).filter(|a| a.spec() == *net.spec());
+        let split = source.split(seed, meta.limit)?;
+        checkpoint::check_images(net.spec(), &split.images, &source.name())?;
         let o = QatOptions {
             wbits: self.wbits,
             abits: self.abits,
@@ -100,9 +118,12 @@ impl Finetune {
         let outcome = train::finetune(&vm, &net, &split, &o)?;
         std::fs::create_dir_all(&self.out).with_context(|| format!("cannot create {}", self.out.display()))?;
         vm.save(self.out.join("qat.safetensors"))?;
+        graph.write(&self.out)?;
         let json = QatJson {
             arch,
-            dataset,
+            model: &name,
+            dataset: source.dataset(),
+            data: self.data.clone(),
             seed,
             checkpoint: self.ckpt.clone(),
             wbits: &outcome.plan.wbits,
@@ -117,7 +138,7 @@ impl Finetune {
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!(
             "{} w{:?} a{:?}: fake-quantized validation accuracy {:.2}% before, {:.2}% after {} steps; wrote {}",
-            arch.name(),
+            name,
             outcome.plan.wbits,
             outcome.plan.abits,
             100.0 * outcome.fq_val_acc_before,

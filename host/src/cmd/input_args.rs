@@ -94,8 +94,8 @@ impl InputArgs {
         let dir = self.data_dir.clone().unwrap_or_else(data::default_data_dir);
         let images = match self.split.as_str() {
             "val" => {
-                let split = releq_host::train::load_split(&dir, dataset, self.seed, None)?;
-                releq_host::train::subset(&split.images, &split.val)
+                let split = releq_host::checkpoint::load_split(&dir, dataset, self.seed, None)?;
+                releq_host::checkpoint::subset(&split.images, &split.val)
             }
             "test" => data::load(&dir, dataset, Split::Test)?,
             _ => anyhow::bail!("--split all applies to --data sets; built-in sets have `test` and `val`"),

@@ -3,11 +3,12 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use releq_host::checkpoint;
 use releq_host::data::{self, Dataset};
 use releq_host::nn::calib::calibrate;
 use releq_host::nn::qplan::QuantPlan;
 use releq_host::quantize::export;
-use releq_host::train::{self, TrainState};
+use releq_host::train;
 use releq_host::zoo::Arch;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -32,12 +33,18 @@ pub struct Quantize {
     /// Output .releq file.
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Model (default: from train.json / qat.json next to the checkpoint).
+    /// Zoo model (default: graph.json, train.json or qat.json next to the checkpoint).
     #[arg(long, value_enum)]
     pub model: Option<Arch>,
-    /// Data set for calibration (default: from train.json).
-    #[arg(long, value_enum)]
+    /// Data set for calibration (default: from train.json or graph.json).
+    #[arg(long, value_enum, conflicts_with = "data")]
     pub dataset: Option<Dataset>,
+    /// Calibrate on a user's `.npy` data set instead: `IMAGES.npy,LABELS.npy`
+    /// or a directory holding `images.npy` and `labels.npy` (uint8 pixels
+    /// [N, H, W] or float32 pixel / 255); the images outside its seeded 10 %
+    /// validation split are used.
+    #[arg(long)]
+    pub data: Option<String>,
     /// Calibration batches of training images.
     #[arg(long, default_value_t = 20)]
     pub calib_batches: usize,
@@ -62,7 +69,7 @@ fn sidecar(ckpt: &Path, name: &str) -> PathBuf {
 impl Quantize {
     /// Run the command.
     pub fn run(self) -> anyhow::Result<()> {
-        let (_vm, net) = train::load_checkpoint(&self.ckpt, self.model)?;
+        let net = checkpoint::load(&self.ckpt, self.model)?.net;
         let spec = net.spec().clone();
         let qat = sidecar(&self.ckpt, "qat.json");
         let plan = if self.ckpt.file_name().is_some_and(|f| f == "qat.safetensors") && qat.is_file() {
@@ -82,16 +89,21 @@ impl Quantize {
             eprintln!("using the quantization plan fixed during fine-tuning ({})", qat.display());
             q.plan
         } else {
-            let state: Option<TrainState> = train::read_json(&sidecar(&self.ckpt, "train.json")).ok();
-            let dataset = self
-                .dataset
-                .or(state.as_ref().map(|s| s.dataset))
-                .context("no train.json next to the checkpoint to tell the calibration data set: give --dataset")?;
-            let seed = state.as_ref().map_or(1, |s| s.seed);
-            let dir = self.data_dir.clone().unwrap_or_else(data::default_data_dir);
-            let split = train::load_split(&dir, dataset, seed, None)?;
+            let meta = checkpoint::Meta::of(&self.ckpt);
+            let seed = meta.seed.unwrap_or(1);
+            let source = match &self.data {
+                Some(d) => checkpoint::DataSource::Npy(data::NpyFiles::parse(d)?),
+                None => checkpoint::DataSource::Builtin {
+                    dir: self.data_dir.clone().unwrap_or_else(data::default_data_dir),
+                    dataset: self.dataset.or(meta.dataset).context(
+                        "no train.json or graph.json next to the checkpoint tells the calibration data set: give --dataset or --data",
+                    )?,
+                },
+            };
+            let split = source.split(seed, None)?;
+            checkpoint::check_images(&spec, &split.images, &source.name())?;
             let n = split.train.len().min(self.calib_batches.max(1) * self.batch.max(1));
-            let calib = train::subset(&split.images, &split.train[..n]);
+            let calib = checkpoint::subset(&split.images, &split.train[..n]);
             let ranges = calibrate(&net, &calib, self.calib_batches, self.batch)?;
             let wbits = self.wbits.clone().unwrap_or_else(|| vec![8]);
             let abits = self.abits.clone().unwrap_or_else(|| vec![8]);

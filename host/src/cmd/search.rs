@@ -3,13 +3,13 @@
 
 use super::device_args::DeviceArgs;
 use clap::{Parser, ValueEnum};
+use releq_host::checkpoint;
 use releq_host::data::{self, Dataset};
 use releq_host::search::agent::PpoConfig;
 use releq_host::search::env::Constraints;
 use releq_host::search::reward::Cost;
 use releq_host::search::strategies::{AgentOptions, Restart, Strategy};
 use releq_host::search::{search, SearchOptions};
-use releq_host::train::{self, TrainState};
 use std::path::PathBuf;
 
 /// What the reward's cost state measures.
@@ -95,9 +95,16 @@ pub struct SearchArgs {
     pub ckpt: PathBuf,
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Data set (default: from train.json next to the checkpoint).
-    #[arg(long, value_enum)]
+    /// Data set (default: from train.json or graph.json next to the checkpoint).
+    #[arg(long, value_enum, conflicts_with = "data")]
     pub dataset: Option<Dataset>,
+    /// A user's data set as `.npy`: `IMAGES.npy,LABELS.npy` or a directory
+    /// holding `images.npy` and `labels.npy` (uint8 pixels [N, H, W] or
+    /// float32 pixel / 255; integer labels [N]). A seeded 10 % is the
+    /// validation split (as `releq eval --data --split val`), the rest
+    /// calibrates and is the test set.
+    #[arg(long)]
+    pub data: Option<String>,
     /// Data directory (default `$RELEQ_DATA` or `./data`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -174,12 +181,14 @@ impl SearchArgs {
     /// (releq strategy, budget 0, weights only, PTQ oracle, seed 1, no final
     /// fine-tune or device check) for the caller to set.
     pub fn options(&self, out: PathBuf) -> anyhow::Result<SearchOptions> {
-        let state: Option<TrainState> =
-            train::read_json(&self.ckpt.parent().unwrap_or(std::path::Path::new(".")).join("train.json")).ok();
-        let dataset = match (self.dataset, &state) {
-            (Some(d), _) => d,
-            (None, Some(s)) => s.dataset,
-            (None, None) => anyhow::bail!("no train.json next to the checkpoint: give --dataset"),
+        let npy = self.data.as_deref().map(releq_host::data::NpyFiles::parse).transpose()?;
+        let dataset = match (self.dataset, checkpoint::Meta::of(&self.ckpt).dataset, &npy) {
+            (Some(d), _, _) | (None, Some(d), _) => d,
+            // Not read: the images come from --data.
+            (None, None, Some(_)) => Dataset::Mnist,
+            (None, None, None) => anyhow::bail!(
+                "no train.json or graph.json next to the checkpoint names its data set: give --dataset or --data"
+            ),
         };
         for &b in &self.wbits {
             anyhow::ensure!((2..=8).contains(&b), "--wbits: {b} is outside 2..=8");
@@ -190,6 +199,7 @@ impl SearchArgs {
             checkpoint: self.ckpt.clone(),
             dataset,
             data_dir: self.data_dir.clone().unwrap_or_else(data::default_data_dir),
+            npy,
             seed: 1,
             board: links[0].board.clone(),
             qemu: self.device.qemu_options(),

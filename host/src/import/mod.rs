@@ -1,7 +1,11 @@
-//! Importing int8 models made by other tools.
+//! Importing models made by other tools.
 //!
+//! - [`onnx`]: a float ONNX graph as a checkpoint (graph and float
+//!   parameters) that every command taking a checkpoint accepts;
 //! - [`tflite`]: reads a `.tflite` flatbuffer (verified first) into a small
 //!   owned graph;
+//! - [`tflite_float`]: that graph's dequantized weights as a float
+//!   checkpoint (`releq import --float`);
 //! - [`convert`]: turns that graph into a `.releq` model whose integer
 //!   outputs equal TFLite Micro's bit for bit (the arithmetic each op needs
 //!   is described there).
@@ -15,7 +19,10 @@
 //! bounds and every table has the type the schema says.
 
 pub mod convert;
+pub mod onnx;
+pub mod onnx_proto;
 pub mod tflite;
+pub mod tflite_float;
 
 #[allow(
     unsafe_code,

@@ -54,6 +54,7 @@ fn act(x: Tensor, a: Act) -> Result<Tensor> {
     match a {
         Act::None => Ok(x),
         Act::Relu => x.relu(),
+        Act::Relu6 => x.clamp(0f32, 6f32),
     }
 }
 
@@ -79,6 +80,9 @@ impl Net {
                     let vb = vb.pp(name);
                     let w = vb.get_with_hints((*out_f, *in_f), "weight", kaiming(*in_f as f64))?;
                     Layer::Dense { w, b: vb.get_with_hints(*out_f, "bias", Init::Const(0.))? }
+                }
+                Op::Add { act: Act::Relu6, .. } => {
+                    candle_core::bail!("{}: ReLU6 after an add is not supported", spec.name)
                 }
                 _ => Layer::Plain,
             });

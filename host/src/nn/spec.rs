@@ -20,6 +20,8 @@ pub enum Act {
     None,
     /// ReLU.
     Relu,
+    /// ReLU6 (`min(max(x, 0), 6)`; after convolutions and dense layers).
+    Relu6,
 }
 
 /// One operation.

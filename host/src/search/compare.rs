@@ -18,7 +18,6 @@ use super::oracle::{Oracle, OracleOptions};
 use super::strategies::{self, Strategy};
 use super::{open_env, split_seed, SearchError, SearchOptions};
 use crate::device::any::AnyDevice;
-use crate::train;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -263,7 +262,7 @@ pub fn compare(o: &CompareOptions) -> Result<Comparison, SearchError> {
         let mut pool: Vec<&Record> = all.iter().filter(|r| r.accuracy_loss_pp <= o.rank_max_loss).collect::<Vec<_>>();
         pool.shuffle(&mut StdRng::seed_from_u64(o.seeds.first().copied().unwrap_or(1)));
         pool.truncate(o.rank_sample);
-        let split = train::load_split(&s.data_dir, s.dataset, split_seed(s), None)?;
+        let split = s.source().split(split_seed(s), None)?;
         let mut qat = Oracle::new(
             split,
             OracleOptions {

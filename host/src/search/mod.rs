@@ -33,7 +33,8 @@ pub mod reward;
 pub mod strategies;
 
 use crate::boards::Board;
-use crate::data::{self, Dataset, Split};
+use crate::checkpoint;
+use crate::data::{self, Dataset};
 use crate::device::any::AnyDevice;
 use crate::device::{Device, QemuOptions};
 use crate::eval::quantize_image;
@@ -53,10 +54,12 @@ use strategies::Strategy;
 pub struct SearchOptions {
     /// Float checkpoint (from `releq train`).
     pub checkpoint: PathBuf,
-    /// Data set.
+    /// Data set (not read when `npy` is given).
     pub dataset: Dataset,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// A user's `.npy` data set instead of `dataset` (`--data`).
+    pub npy: Option<crate::data::NpyFiles>,
     /// Seed of the agent / random search (the validation split uses the
     /// training run's seed).
     pub seed: u64,
@@ -215,12 +218,20 @@ pub fn choose(records: &[Record]) -> Option<&Record> {
     best(records.iter().filter(|r| r.feasible)).or_else(|| best(records.iter()))
 }
 
+impl SearchOptions {
+    /// The images: `npy` if given, else the built-in `dataset`.
+    pub fn source(&self) -> checkpoint::DataSource {
+        match &self.npy {
+            Some(f) => checkpoint::DataSource::Npy(f.clone()),
+            None => checkpoint::DataSource::Builtin { dir: self.data_dir.clone(), dataset: self.dataset },
+        }
+    }
+}
+
 /// The seed of the validation split: the training run's (from `train.json`
-/// next to the checkpoint), else `o.seed`.
+/// or `qat.json` next to the checkpoint), else `o.seed`.
 pub fn split_seed(o: &SearchOptions) -> u64 {
-    let state: Option<train::TrainState> =
-        train::read_json(&o.checkpoint.parent().unwrap_or(Path::new(".")).join("train.json")).ok();
-    state.as_ref().map_or(o.seed, |s| s.seed)
+    checkpoint::Meta::of(&o.checkpoint).seed.unwrap_or(o.seed)
 }
 
 /// The environment of a search on a started device: the oracle (calibrated,
@@ -228,7 +239,9 @@ pub fn split_seed(o: &SearchOptions) -> u64 {
 /// missing ones measured) and the reward's constants. Also returns the
 /// latency unit.
 pub fn open_env<'d>(o: &SearchOptions, dev: &'d mut dyn Device) -> Result<(Env<'d>, String), SearchError> {
-    let split = train::load_split(&o.data_dir, o.dataset, split_seed(o), None)?;
+    let source = o.source();
+    let split = source.split(split_seed(o), None)?;
+    checkpoint::check_images(&checkpoint::graph_for(&o.checkpoint, None)?.spec, &split.images, &source.name())?;
     let oracle = Oracle::new(
         split,
         OracleOptions {
@@ -354,9 +367,9 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
 
     // The final model: the chosen bits, or a cheaper configuration that is
     // feasible once fine-tuned (refine), on the whole validation split.
-    let split = train::load_split(&o.data_dir, o.dataset, split_seed, None)?;
-    let val = train::subset(&split.images, &split.val);
-    let (_vm, net) = train::load_checkpoint(&o.checkpoint, None)?;
+    let split = o.source().split(split_seed, None)?;
+    let val = checkpoint::subset(&split.images, &split.val);
+    let net = checkpoint::load(&o.checkpoint, None)?.net;
     let float_val_accuracy = train::accuracy(&net, &split.images, &split.val, 256, None)?;
     let ro = refine::RefineOptions {
         candidates: o.refine_candidates,
@@ -399,7 +412,7 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     std::fs::write(&int8_path, &int8_bytes).map_err(io(&int8_path))?;
 
     // Accuracies: validation and test by integer inference; float test by candle.
-    let test = data::load(&o.data_dir, o.dataset, Split::Test)?;
+    let test = o.source().test(split_seed)?;
     let test_accuracy = accuracy_of(&final_model, &test)?;
     let all: Vec<usize> = (0..test.len()).collect();
     let float_test_accuracy = train::accuracy(&net, &test, &all, 256, None)?;

@@ -12,6 +12,7 @@
 //! took 23 s instead of 127 s.
 
 use super::product;
+use crate::checkpoint::{self, DataSplit};
 use crate::data::Images;
 use crate::eval::{argmax, quantize_image};
 use crate::fastinfer::FastModel;
@@ -19,7 +20,7 @@ use crate::nn::calib::calibrate;
 use crate::nn::qplan::QuantPlan;
 use crate::nn::spec::Spec;
 use crate::quantize::{export, ExportError};
-use crate::train::{self, DataSplit, QatOptions};
+use crate::train::{self, QatOptions};
 use indicatif::ProgressBar;
 use releq_common::builder::OwnedModel;
 use std::collections::HashMap;
@@ -95,16 +96,16 @@ pub struct Oracle {
 impl Oracle {
     /// Load the checkpoint, calibrate, fold and measure the float accuracy.
     pub fn new(split: DataSplit, opts: OracleOptions) -> Result<Self, OracleError> {
-        let (_vm, net) = train::load_checkpoint(&opts.checkpoint, None)?;
+        let net = checkpoint::load(&opts.checkpoint, None)?.net;
         let spec = net.spec().clone();
         let n = split.train.len().min(opts.calib_batches.max(1) * 64);
-        let calib = train::subset(&split.images, &split.train[..n]);
+        let calib = checkpoint::subset(&split.images, &split.train[..n]);
         let ranges = calibrate(&net, &calib, opts.calib_batches, 64)?;
         let folded = (0..spec.ops.len())
             .map(|i| if spec.ops[i].is_weighted() { net.folded(i).map(Some) } else { Ok(None) })
             .collect::<Result<Vec<_>, _>>()?;
         let val_idx = &split.val[..opts.val_limit.min(split.val.len())];
-        let val = train::subset(&split.images, val_idx);
+        let val = checkpoint::subset(&split.images, val_idx);
         let float_acc = train::accuracy(&net, &split.images, val_idx, 256, None)?;
         Ok(Self { spec, folded, ranges, split, val, opts, cache: HashMap::new(), prefix: None, float_acc, computed: 0 })
     }
@@ -158,7 +159,7 @@ impl Oracle {
         steps: usize,
         progress: bool,
     ) -> Result<(OwnedModel, QuantPlan), OracleError> {
-        let (vm, net) = train::load_checkpoint(&self.opts.checkpoint, None)?;
+        let checkpoint::Checkpoint { vm, net, .. } = checkpoint::load(&self.opts.checkpoint, None)?;
         let o = QatOptions {
             wbits: wbits.to_vec(),
             abits: abits.to_vec(),
