@@ -31,7 +31,7 @@ pub mod tflite;
 )]
 #[rustfmt::skip]
 #[path = "tflite_schema_generated.rs"]
-mod schema;
+pub(crate) mod schema;
 
 pub use convert::{import_tflite, Imported, Summary};
 
