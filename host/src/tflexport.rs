@@ -1014,6 +1014,24 @@ mod tests {
     }
 
     #[test]
+    fn buffers_are_16_byte_aligned_and_verified() {
+        for seed in 1..=8 {
+            let m = releq_common::testing::random_model(seed, true);
+            let ex = export_tflite(&m.plan().unwrap()).unwrap();
+            let model = tfl::root_as_model(&ex.bytes).expect("the flatbuffers verifier accepts the file");
+            let mut seen = 0;
+            for b in model.buffers().unwrap().iter() {
+                if let Some(d) = b.data() {
+                    let off = d.bytes().as_ptr() as usize - ex.bytes.as_ptr() as usize;
+                    assert_eq!(off % 16, 0, "random-{seed}: buffer data at byte {off}");
+                    seen += 1;
+                }
+            }
+            assert!(seen >= 10, "random-{seed}: {seen} buffers");
+        }
+    }
+
+    #[test]
     fn clamp_plan_adds_only_missing_bounds() {
         let q = TensorQuant { scale: 0.05, zero_point: -8, bits: 4 };
         // 4-bit ReLU: [-8, 7]; fused RELU gives [-8, 127]: only a MINIMUM.
