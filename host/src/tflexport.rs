@@ -37,7 +37,10 @@
 //!   0)`, top/left `floor(total / 2)`) is written as SAME, none as VALID,
 //!   anything else as a PAD (which pads with the zero point, as `.releq`
 //!   convolutions do) before a VALID convolution. Pooling ignores padded
-//!   positions in both, so a pool's padding must be SAME or none.
+//!   positions in both; other padding of a max pool is a PADV2 with -128
+//!   (which never wins a max) before a VALID pool, when every window keeps
+//!   an input pixel (padding below the window on each side); other padding
+//!   of an average pool (whose divisor counts in-image positions) is refused.
 //! - **Global mean.** The importer turns MEAN into a depthwise convolution
 //!   with all-ones weights over the whole input and TFLite's MEAN multiplier;
 //!   such a layer is written back as MEAN over axes 1, 2 (its multiplier is
@@ -156,6 +159,7 @@ enum Opts {
     Reshape,
     Reducer,
     Pad,
+    PadV2,
     MaxMin,
 }
 
@@ -568,15 +572,57 @@ impl Exporter<'_, '_> {
             Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => {
                 let xin = self.plan.tensors[p.input as usize];
                 let same = same_padding(xin.shape, p.kh, p.kw, p.stride_h, p.stride_w);
+                let max = matches!(layer, Layer::MaxPool2d(_));
+                let mut x = self.tmap[p.input as usize];
+                let pp = p.pad;
                 let pad = if p.pad == Padding::default() {
                     tfl::Padding::VALID
                 } else if p.pad == same {
                     tfl::Padding::SAME
+                } else if max && pp.top < p.kh && pp.bottom < p.kh && pp.left < p.kw && pp.right < p.kw {
+                    // Every window keeps a real pixel: padding with -128
+                    // (PADV2) never wins the max, as ignored positions.
+                    let padded = Shape::new(
+                        xin.shape.h + pp.top as u16 + pp.bottom as u16,
+                        xin.shape.w + pp.left as u16 + pp.right as u16,
+                        xin.shape.c,
+                    );
+                    let pv = [0, 0, pp.top as i32, pp.bottom as i32, pp.left as i32, pp.right as i32, 0, 0];
+                    let pt = self.g.constant(
+                        format!("layer{i}/paddings"),
+                        vec![4, 2],
+                        tfl::TensorType::INT32,
+                        None,
+                        i32_bytes(&pv),
+                    );
+                    let cv = self.g.constant(
+                        format!("layer{i}/pad_value"),
+                        vec![1],
+                        tfl::TensorType::INT8,
+                        Some(act_quant(&xin.quant)),
+                        vec![(-128i8) as u8],
+                    );
+                    let po = self.g.tensor(
+                        format!("layer{i}/padded"),
+                        shape4(padded),
+                        tfl::TensorType::INT8,
+                        Some(act_quant(&xin.quant)),
+                    );
+                    self.g.op(tfl::BuiltinOperator::PADV2, vec![x, pt, cv], vec![po], Opts::PadV2);
+                    rep.ops.push("PADV2");
+                    rep.note.push_str(&format!(
+                        "padding {:?} is neither SAME nor VALID: PADV2 with -128 then VALID",
+                        [pp.top, pp.left, pp.bottom, pp.right]
+                    ));
+                    x = po;
+                    tfl::Padding::VALID
                 } else {
                     return Err(self.unsupported(
                         i,
                         format!(
-                            "padding {:?} is neither SAME ({:?}) nor none; TFLite pools have no explicit padding",
+                            "padding {:?} is neither SAME ({:?}) nor none; TFLite pools have no explicit padding \
+                             (a max pool is padded by a PADV2 when every window keeps an input pixel; an average \
+                             pool's count of in-image positions has no TFLite form)",
                             [p.pad.top, p.pad.left, p.pad.bottom, p.pad.right],
                             [same.top, same.left, same.bottom, same.right]
                         ),
@@ -584,14 +630,14 @@ impl Exporter<'_, '_> {
                 };
                 let shape = self.out_shape(i, false);
                 let t = self.g.tensor(format!("t{}", i + 1), shape, tfl::TensorType::INT8, Some(act_quant(&q)));
-                let (code, name) = if matches!(layer, Layer::MaxPool2d(_)) {
+                let (code, name) = if max {
                     (tfl::BuiltinOperator::MAX_POOL_2D, "MAX_POOL_2D")
                 } else {
                     (tfl::BuiltinOperator::AVERAGE_POOL_2D, "AVERAGE_POOL_2D")
                 };
                 self.g.op(
                     code,
-                    vec![self.tmap[p.input as usize]],
+                    vec![x],
                     vec![t],
                     Opts::Pool { pad, sh: p.stride_h, sw: p.stride_w, kh: p.kh, kw: p.kw },
                 );
@@ -909,6 +955,10 @@ fn serialize(g: &Graph, input: i32, output: i32, name: &str) -> Vec<u8> {
             Opts::Pad => (
                 tfl::BuiltinOptions::PadOptions,
                 tfl::PadOptions::create(&mut fbb, &tfl::PadOptionsArgs {}).as_union_value(),
+            ),
+            Opts::PadV2 => (
+                tfl::BuiltinOptions::PadV2Options,
+                tfl::PadV2Options::create(&mut fbb, &tfl::PadV2OptionsArgs {}).as_union_value(),
             ),
             Opts::MaxMin => (
                 tfl::BuiltinOptions::MaximumMinimumOptions,

@@ -115,11 +115,19 @@ fn inexpressible_models_are_refused() {
     assert!(matches!(err, TflExportError::NoFilterScale { layer: 2, channel: 3, .. }), "{err}");
     assert!(err.to_string().contains("layer 2 (conv2d) channel 3"), "{err}");
 
-    // A pool padded on one side only is neither SAME nor VALID.
+    // An average pool padded on one side only is neither SAME nor VALID.
     let m = random_model(1, false);
+    let mut model = m.plan().unwrap().model.clone();
+    let Layer::AvgPool2d(p) = &mut model.layers[5] else { panic!("layer 5 is the average pool") };
+    p.pad = Padding { top: 1, left: 0, bottom: 0, right: 0 };
+    let err = export_tflite(&Plan::new(model).unwrap()).unwrap_err();
+    assert!(err.to_string().starts_with("layer 5 (avgpool2d): padding [1, 0, 0, 0] is neither SAME"), "{err}");
+    // A max pool with the same padding is a PADV2 (-128) and a VALID pool
+    // (the validator keeps padding below the window, so every window keeps
+    // an input pixel).
     let mut model = m.plan().unwrap().model.clone();
     let Layer::MaxPool2d(p) = &mut model.layers[4] else { panic!("layer 4 is the max pool") };
     p.pad = Padding { top: 1, left: 0, bottom: 0, right: 0 };
-    let err = export_tflite(&Plan::new(model).unwrap()).unwrap_err();
-    assert!(err.to_string().starts_with("layer 4 (maxpool2d): padding [1, 0, 0, 0] is neither SAME"), "{err}");
+    let ex = export_tflite(&Plan::new(model).unwrap()).unwrap();
+    assert_eq!(ex.layers[4].ops, ["PADV2", "MAX_POOL_2D"]);
 }

@@ -8,7 +8,8 @@
 //! six bit mixes, the all-kinds model (conv, depthwise, 1x1, residual add,
 //! max / average pool, reshape, dense) at 10 random mixes, 40 one-layer
 //! models of random geometry, kind and bits (`testing::random_layer_model`;
-//! pools padded otherwise than SAME are refused and counted), and the four
+//! max pools padded otherwise than SAME go through PADV2, such average pools
+//! are refused and counted), and the four
 //! imported `.tflite` fixtures on their stored inputs (there TFLite Micro's
 //! stored outputs must come out too).
 //!
@@ -151,7 +152,7 @@ fn tflite_micro_runs_exported_models_bit_exact() {
     }
 
     let mut args: Vec<String> = vec![root().join("scripts/tflm-run.py").display().to_string()];
-    let (mut int4_layers, mut clamp_ops) = (0, 0);
+    let (mut int4_layers, mut clamp_ops, mut padv2) = (0, 0, 0);
     for (i, c) in cases.iter().enumerate() {
         let j: serde_json::Value = serde_json::from_str(&releq(&[
             "export",
@@ -165,6 +166,7 @@ fn tflite_micro_runs_exported_models_bit_exact() {
         .unwrap();
         for l in j["layers"].as_array().unwrap() {
             int4_layers += (l["weight_type"] == "INT4") as usize;
+            padv2 += l["ops"].as_array().unwrap().iter().filter(|o| *o == "PADV2").count();
             clamp_ops += l["ops"].as_array().unwrap().iter().filter(|o| *o == "MAXIMUM" || *o == "MINIMUM").count();
         }
         let r = dir.path().join(format!("releq{i}.npy"));
@@ -216,9 +218,12 @@ fn tflite_micro_runs_exported_models_bit_exact() {
         compared += n;
     }
     assert!(degenerate.len() * 5 <= cases.len(), "constant outputs: {degenerate:?}");
-    assert!(int4_layers >= 20 && clamp_ops >= 30, "int4 layers {int4_layers}, clamp ops {clamp_ops}");
+    assert!(
+        int4_layers >= 20 && clamp_ops >= 30 && padv2 >= 1,
+        "int4 layers {int4_layers}, clamp ops {clamp_ops}, PADV2 (padded max pools) {padv2}"
+    );
     eprintln!(
-        "{} models, {compared} inputs, 0 mismatches; {int4_layers} INT4 layers, {clamp_ops} MAXIMUM/MINIMUM ops; constant outputs: {degenerate:?}; refused: {refused:?}",
+        "{} models, {compared} inputs, 0 mismatches; {int4_layers} INT4 layers, {clamp_ops} MAXIMUM/MINIMUM ops, {padv2} PADV2; constant outputs: {degenerate:?}; refused: {refused:?}",
         cases.len()
     );
 }
