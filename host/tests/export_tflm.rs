@@ -5,7 +5,8 @@
 //! `scripts/tflm-run.py`, installed into `.venv-tflm` by `scripts/setup.sh`)
 //! and by `releq eval --inputs --save-outputs`; the int8 outputs must be
 //! equal bit for bit. Models: the zoo's LeNet-5 topology (random weights) at
-//! six bit mixes, the all-kinds model (conv, depthwise, 1x1, residual add,
+//! six bit mixes, and at two with per-tensor dense layers (INT4
+//! FULLY_CONNECTED), the all-kinds model (conv, depthwise, 1x1, residual add,
 //! max / average pool, reshape, dense) at 10 random mixes, 40 one-layer
 //! models of random geometry, kind and bits (`testing::random_layer_model`;
 //! max pools padded otherwise than SAME go through PADV2, such average pools
@@ -20,6 +21,8 @@
 
 use rand::{rngs::StdRng, SeedableRng};
 use releq_common::builder::OwnedModel;
+use releq_common::model::Layer;
+use releq_common::quant::quantize_multiplier;
 use releq_common::testing::{lenet5_random, random_input, random_layer_model, random_model};
 use releq_host::npy::{self, Data};
 use std::path::{Path, PathBuf};
@@ -67,6 +70,33 @@ fn read_i8(path: &Path) -> (Vec<usize>, Vec<i8>) {
     (a.shape, v)
 }
 
+/// `m` with every dense layer requantised per tensor (one multiplier for
+/// all channels, from an f32 filter scale by TFLite's per-tensor rule), so
+/// low-bit dense layers are written as INT4 FULLY_CONNECTED.
+fn per_tensor_dense(m: &OwnedModel) -> OwnedModel {
+    let plan = m.plan().unwrap();
+    let mut rq_bytes = Vec::new();
+    for (i, l) in plan.model.layers.iter().enumerate() {
+        if let Layer::Dense(d) = l {
+            let s_in = plan.tensors[d.input as usize].quant.scale;
+            let s_w = 0.02f32 * (1.0 + i as f32 / 7.0);
+            let rq = quantize_multiplier((s_in * s_w) as f64 / d.out.scale as f64);
+            let n = d.out_features as usize;
+            rq_bytes.push((rq.multiplier.to_le_bytes().repeat(n), vec![rq.shift as u8; n]));
+        }
+    }
+    let mut model = plan.model.clone();
+    let mut k = 0;
+    for l in model.layers.iter_mut() {
+        if let Layer::Dense(d) = l {
+            d.w.multiplier = &rq_bytes[k].0;
+            d.w.shift = &rq_bytes[k].1;
+            k += 1;
+        }
+    }
+    OwnedModel::from_model(&model)
+}
+
 struct Case {
     name: String,
     releq: PathBuf,
@@ -96,6 +126,10 @@ fn tflite_micro_runs_exported_models_bit_exact() {
     .enumerate()
     {
         models.push((format!("lenet5-{k}-w{w:?}-a{a:?}"), lenet5_random(k as u64 + 1, w, a)));
+    }
+    for (seed, w) in [(7, [4, 4, 4, 4, 4]), (8, [8, 4, 2, 3, 4])] {
+        let m = per_tensor_dense(&lenet5_random(seed, w, [8, 7, 6, 5, 8]));
+        models.push((format!("lenet5-per-tensor-dense-w{w:?}"), m));
     }
     for seed in 1..=10 {
         models.push((format!("all-kinds-{seed}"), random_model(seed, true)));
@@ -152,7 +186,7 @@ fn tflite_micro_runs_exported_models_bit_exact() {
     }
 
     let mut args: Vec<String> = vec![root().join("scripts/tflm-run.py").display().to_string()];
-    let (mut int4_layers, mut clamp_ops, mut padv2) = (0, 0, 0);
+    let (mut int4_layers, mut clamp_ops, mut padv2, mut int4_fc) = (0, 0, 0, 0);
     for (i, c) in cases.iter().enumerate() {
         let j: serde_json::Value = serde_json::from_str(&releq(&[
             "export",
@@ -166,6 +200,7 @@ fn tflite_micro_runs_exported_models_bit_exact() {
         .unwrap();
         for l in j["layers"].as_array().unwrap() {
             int4_layers += (l["weight_type"] == "INT4") as usize;
+            int4_fc += (l["weight_type"] == "INT4" && l["kind"] == "dense") as usize;
             padv2 += l["ops"].as_array().unwrap().iter().filter(|o| *o == "PADV2").count();
             clamp_ops += l["ops"].as_array().unwrap().iter().filter(|o| *o == "MAXIMUM" || *o == "MINIMUM").count();
         }
@@ -218,12 +253,13 @@ fn tflite_micro_runs_exported_models_bit_exact() {
         compared += n;
     }
     assert!(degenerate.len() * 5 <= cases.len(), "constant outputs: {degenerate:?}");
+    assert!(int4_fc >= 6, "INT4 FULLY_CONNECTED layers: {int4_fc}");
     assert!(
         int4_layers >= 20 && clamp_ops >= 30 && padv2 >= 1,
         "int4 layers {int4_layers}, clamp ops {clamp_ops}, PADV2 (padded max pools) {padv2}"
     );
     eprintln!(
-        "{} models, {compared} inputs, 0 mismatches; {int4_layers} INT4 layers, {clamp_ops} MAXIMUM/MINIMUM ops, {padv2} PADV2; constant outputs: {degenerate:?}; refused: {refused:?}",
+        "{} models, {compared} inputs, 0 mismatches; {int4_layers} INT4 layers ({int4_fc} dense), {clamp_ops} MAXIMUM/MINIMUM ops, {padv2} PADV2; constant outputs: {degenerate:?}; refused: {refused:?}",
         cases.len()
     );
 }
