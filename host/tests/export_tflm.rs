@@ -127,7 +127,7 @@ fn tflite_micro_runs_exported_models_bit_exact() {
     {
         models.push((format!("lenet5-{k}-w{w:?}-a{a:?}"), lenet5_random(k as u64 + 1, w, a)));
     }
-    for (seed, w) in [(7, [4, 4, 4, 4, 4]), (8, [8, 4, 2, 3, 4])] {
+    for (seed, w) in [(7, [4, 4, 4, 4, 4]), (8, [8, 4, 2, 3, 4]), (9, [8, 8, 8, 8, 8])] {
         let m = per_tensor_dense(&lenet5_random(seed, w, [8, 7, 6, 5, 8]));
         models.push((format!("lenet5-per-tensor-dense-w{w:?}"), m));
     }
@@ -203,6 +203,15 @@ fn tflite_micro_runs_exported_models_bit_exact() {
             int4_fc += (l["weight_type"] == "INT4" && l["kind"] == "dense") as usize;
             padv2 += l["ops"].as_array().unwrap().iter().filter(|o| *o == "PADV2").count();
             clamp_ops += l["ops"].as_array().unwrap().iter().filter(|o| *o == "MAXIMUM" || *o == "MINIMUM").count();
+        }
+        if c.name.starts_with("lenet5") || c.name.starts_with("fixture") {
+            eprintln!(
+                "{}: .tflite {} bytes ({} of weights), .releq {} bytes",
+                c.name,
+                j["file_bytes"],
+                j["weight_bytes"],
+                std::fs::metadata(&c.releq).unwrap().len()
+            );
         }
         let r = dir.path().join(format!("releq{i}.npy"));
         releq(&[
