@@ -157,7 +157,7 @@ enum Opts {
     Pool { pad: tfl::Padding, sh: u8, sw: u8, kh: u8, kw: u8 },
     Add { act: tfl::ActivationFunctionType },
     Reshape,
-    Reducer,
+    Reducer { keep_dims: bool },
     Pad,
     PadV2,
     MaxMin,
@@ -774,7 +774,13 @@ impl Exporter<'_, '_> {
         let (lo, hi) = self.clamp_range(&c.clamp, &q);
         let shape = self.out_shape(i, true);
         let raw = self.g.tensor(format!("t{}", i + 1), shape.clone(), tfl::TensorType::INT8, Some(act_quant(&q)));
-        self.g.op(tfl::BuiltinOperator::MEAN, vec![self.tmap[c.input as usize], axes], vec![raw], Opts::Reducer);
+        let keep_dims = shape.len() == 4;
+        self.g.op(
+            tfl::BuiltinOperator::MEAN,
+            vec![self.tmap[c.input as usize], axes],
+            vec![raw],
+            Opts::Reducer { keep_dims },
+        );
         rep.ops.push("MEAN");
         rep.weight_type = None;
         rep.note
@@ -948,9 +954,9 @@ fn serialize(g: &Graph, input: i32, output: i32, name: &str) -> Vec<u8> {
                 tfl::BuiltinOptions::ReshapeOptions,
                 tfl::ReshapeOptions::create(&mut fbb, &tfl::ReshapeOptionsArgs { new_shape: None }).as_union_value(),
             ),
-            Opts::Reducer => (
+            Opts::Reducer { keep_dims } => (
                 tfl::BuiltinOptions::ReducerOptions,
-                tfl::ReducerOptions::create(&mut fbb, &tfl::ReducerOptionsArgs { keep_dims: false }).as_union_value(),
+                tfl::ReducerOptions::create(&mut fbb, &tfl::ReducerOptionsArgs { keep_dims }).as_union_value(),
             ),
             Opts::Pad => (
                 tfl::BuiltinOptions::PadOptions,
