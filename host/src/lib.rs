@@ -9,6 +9,7 @@
 //! - [`npy`]: `.npy` arrays (users' inputs, outputs, labels).
 //! - [`inspect`]: human and JSON summaries of `.releq` model files.
 //! - [`profile`]: per-layer latency measured on a device.
+//! - [`tflexport`]: a `.releq` model as a `.tflite` file TFLite Micro runs bit-exact (int4 weights where it can).
 //! - [`quantize`]: export of a float network to a `.releq` integer model.
 //! - [`nn`], [`zoo`]: networks as op lists, their quantization plans, the model zoo.
 
@@ -26,5 +27,6 @@ pub mod npy;
 pub mod profile;
 pub mod quantize;
 pub mod search;
+pub mod tflexport;
 pub mod train;
 pub mod zoo;

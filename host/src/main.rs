@@ -28,6 +28,7 @@ enum Command {
     Train(cmd::train::Train),
     Finetune(cmd::finetune::Finetune),
     Import(cmd::import::Import),
+    Export(cmd::export::Export),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(c) => c.run(),
         Command::Finetune(c) => c.run(),
         Command::Import(c) => c.run(),
+        Command::Export(c) => c.run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -69,7 +69,7 @@ impl DeviceArgs {
         let left: Vec<_> = probes.collect();
         anyhow::ensure!(
             left.is_empty(),
-            "more --probe than real boards: {} left over (each --probe goes to one non-emulated --board, in order)",
+            "--probe is for real boards: {} has no non-emulated --board to go to (each --probe goes to one, in order)",
             left.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
         );
         Ok(links)

@@ -4,6 +4,7 @@ pub mod boards;
 pub mod compare;
 pub mod device_args;
 pub mod eval;
+pub mod export;
 pub mod finetune;
 pub mod flash;
 pub mod import;

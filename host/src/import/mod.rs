@@ -38,7 +38,7 @@ pub mod tflite_float;
 )]
 #[rustfmt::skip]
 #[path = "tflite_schema_generated.rs"]
-mod schema;
+pub(crate) mod schema;
 
 pub use convert::{import_tflite, Imported, Summary};
 
