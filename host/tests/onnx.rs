@@ -104,6 +104,36 @@ fn int8_ptq_keeps_the_float_accuracy() {
     assert!((int8 - float).abs() <= 0.005, "int8 {int8} vs float {float}");
 }
 
+#[test]
+fn input_normalization_folds_into_the_first_layer() {
+    let images = inputs();
+    let idx: Vec<usize> = (0..images.len()).collect();
+    let x = batch_tensor(&images, &idx, &Device::Cpu).unwrap();
+    let (mean, std) = (0.1307f32, 0.3081f32);
+    let normalized = ((&x - f64::from(mean)).unwrap() / f64::from(std)).unwrap();
+    for name in ["mnist-cnn", "clip-avg-matmul"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let plain = load(name, &tmp.path().join("plain")).net;
+        let want = plain.forward(&normalized, false).unwrap().to_vec2::<f32>().unwrap();
+        let bytes = std::fs::read(fixture(&format!("{name}.onnx"))).unwrap();
+        let mut imp = import(&bytes, name).unwrap();
+        imp.fold_input_normalization(mean, std).unwrap();
+        let params = imp.params.iter().map(|p| (p.name.as_str(), p.dims.as_slice(), p.data.as_slice()));
+        let dir = tmp.path().join("folded");
+        let folded = checkpoint::load(&checkpoint::write(&dir, &imp.graph, params).unwrap(), None).unwrap().net;
+        let got = folded.forward(&x, false).unwrap().to_vec2::<f32>().unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            let top = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= 1e-4 * top, "{name}: {diff} (largest logit {top})");
+        }
+    }
+    // A padded first convolution cannot take it.
+    let mut imp = import(&model("bn-dw-add").encode_to_vec(), "bn").unwrap();
+    let e = imp.fold_input_normalization(mean, std).unwrap_err().to_string();
+    assert!(e.contains("without padding"), "{e}");
+}
+
 fn model(name: &str) -> ModelProto {
     ModelProto::decode(&std::fs::read(fixture(&format!("{name}.onnx"))).unwrap()[..]).unwrap()
 }

@@ -46,6 +46,7 @@ fn search_runs_on_an_imported_onnx_model() {
         board: boards::load("qemu-m4").unwrap(),
         qemu: QemuOptions::default(),
         probe: None,
+        other_boards: Vec::new(),
         strategy: Strategy::Releq,
         budget: 6,
         wbits: vec![4, 8],

@@ -47,6 +47,13 @@ pub struct Import {
     /// Data directory (default `$RELEQ_DATA` or `./data`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// .onnx: the model takes `(pixel / 255 - MEAN) / STD` (e.g. 0.1307 for
+    /// torchvision's MNIST Normalize); folded into the first layer (with --std).
+    #[arg(long, requires = "std")]
+    pub mean: Option<f32>,
+    /// .onnx: the standard deviation of that normalization (e.g. 0.3081).
+    #[arg(long, requires = "mean")]
+    pub std: Option<f32>,
     /// .tflite: write the dequantized weights as a float checkpoint
     /// directory OUT (last.safetensors + graph.json) instead of a .releq.
     #[arg(long)]
@@ -92,6 +99,7 @@ impl Import {
         if self.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
             return self.onnx(&bytes, &name);
         }
+        anyhow::ensure!(self.mean.is_none(), "--mean and --std apply to .onnx imports");
         if self.float {
             return self.tflite_float(&bytes, &name);
         }
@@ -137,8 +145,13 @@ impl Import {
 
     fn onnx(&self, bytes: &[u8], name: &str) -> anyhow::Result<()> {
         let file = self.model.file_name().map_or("model.onnx".into(), |f| f.to_string_lossy().into_owned());
-        let imported = import_onnx(bytes, name, &format!("onnx:{file}"), self.dataset)
+        let mut imported = import_onnx(bytes, name, &format!("onnx:{file}"), self.dataset)
             .with_context(|| format!("cannot import {}", self.model.display()))?;
+        if let (Some(m), Some(s)) = (self.mean, self.std) {
+            imported
+                .fold_input_normalization(m, s)
+                .with_context(|| format!("cannot import {}", self.model.display()))?;
+        }
         self.write_checkpoint(&imported.graph, &imported.params, &imported.notes, &imported.producer)
     }
 

@@ -120,6 +120,60 @@ pub struct OnnxImport {
     pub producer: String,
 }
 
+impl OnnxImport {
+    /// Fold an input normalization `x = (pixel / 255 - mean) / std` (one
+    /// mean and standard deviation, e.g. torchvision's `Normalize((0.1307,),
+    /// (0.3081,))` for MNIST) into the first layer, so that the checkpoint
+    /// takes `pixel / 255` as every releq command feeds it: `w' = w / std`,
+    /// `b' = b - mean / std * sum(w)` per output. Exact when that layer is a
+    /// convolution without padding, or a dense layer after a flatten, and
+    /// nothing else reads the input; anything else is an error (a padded
+    /// convolution would pad with `-mean / std`, which a zero-padding
+    /// convolution cannot reproduce).
+    pub fn fold_input_normalization(&mut self, mean: f32, std: f32) -> Result<(), OnnxError> {
+        if !(std.is_finite() && std > 0.0 && mean.is_finite()) {
+            return Err(OnnxError::Graph(format!(
+                "--mean {mean} --std {std}: the standard deviation must be positive"
+            )));
+        }
+        let ops = &self.graph.spec.ops;
+        let reads = |t: usize| {
+            ops.iter()
+                .filter(|o| match o {
+                    Op::Conv { input, .. }
+                    | Op::Dense { input, .. }
+                    | Op::MaxPool { input, .. }
+                    | Op::AvgPool { input, .. }
+                    | Op::Flatten { input } => *input == t,
+                    Op::Add { a, b, .. } => *a == t || *b == t,
+                })
+                .count()
+        };
+        let target = match ops.first() {
+            Some(Op::Conv { name, pad: 0, .. }) if reads(0) == 1 => name.clone(),
+            Some(Op::Flatten { .. }) if reads(0) == 1 && reads(1) == 1 => match ops.get(1) {
+                Some(Op::Dense { name, input: 1, .. }) => name.clone(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        if target.is_empty() {
+            return Err(OnnxError::Graph(
+                "cannot fold the input normalization: the first layer must be a convolution without padding, or a dense layer after a flatten, that alone reads the input".into(),
+            ));
+        }
+        let out = self.params.iter().find(|p| p.name == format!("{target}.bias")).map_or(0, |p| p.data.len());
+        let w = self.params.iter_mut().find(|p| p.name == format!("{target}.weight")).expect("the layer's weights");
+        let per = w.data.len() / out.max(1);
+        let sums: Vec<f32> = w.data.chunks(per).map(|r| r.iter().sum()).collect();
+        w.data.iter_mut().for_each(|v| *v /= std);
+        let b = self.params.iter_mut().find(|p| p.name == format!("{target}.bias")).expect("the layer's bias");
+        b.data.iter_mut().zip(&sums).for_each(|(b, s)| *b -= mean / std * s);
+        self.notes.push(format!("input normalization (pixel / 255 - {mean}) / {std} folded into {target}"));
+        Ok(())
+    }
+}
+
 /// A constant tensor.
 #[derive(Debug, Clone)]
 struct Const {
