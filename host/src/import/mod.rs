@@ -12,7 +12,8 @@
 //!
 //! `schema` is the Rust that `flatc` 25.12.19 generated from TFLite's
 //! `schema.fbs` (committed beside it as `tflite_schema.fbs`; regenerate with
-//! `scripts/gen-tflite-schema.sh`). It is exempt from rustfmt and clippy and
+//! `scripts/gen-tflite-schema.sh`; [`crate::tflexport`] writes files with its
+//! builder API). It is exempt from rustfmt and clippy and
 //! may use `unsafe`: SAFETY: its unchecked accessors are only reached through
 //! [`tflite::read`], which first runs the flatbuffers verifier over the whole
 //! buffer (`root_as_model_with_opts`), so every offset they follow is in
