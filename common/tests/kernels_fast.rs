@@ -53,11 +53,23 @@ fn reference_matches_itself() {
 /// apply, else whether it is the shape of the hand-scheduled pass (stride 1,
 /// one channel, 4- or 5-wide kernel).
 fn first_case(seed: u64) -> Option<bool> {
+    first_shape(seed).map(|(asm, _)| asm)
+}
+
+/// As [`first_case`], with whether the plain-Rust pass has a compile-time
+/// form for the shape (`first.rs`'s `pass_const`: 3x3 and 5x5 on one or
+/// three channels).
+fn first_shape(seed: u64) -> Option<(bool, bool)> {
     let owned = random_layer_model(seed);
     let plan = owned.plan().ok()?;
     let Layer::Conv2d(l) = &plan.model.layers[0] else { return None };
     let s = plan.input().shape;
-    first::applies(l, s).then_some(s.c == 1 && l.stride_w == 1 && first::nw(l.kw as usize) == 3)
+    let (c, kw, sw, kh) = (s.c as usize, l.kw as usize, l.stride_w as usize, l.kh as usize);
+    let fixed = matches!(
+        (first::nw(kw * c), sw * c, kh),
+        (2, 1, 3) | (2, 2, 3) | (3, 1, 5) | (3, 2, 5) | (5, 3, 3) | (5, 6, 3) | (8, 3, 5)
+    );
+    first::applies(l, s).then_some((s.c == 1 && l.stride_w == 1 && first::nw(l.kw as usize) == 3, fixed))
 }
 
 /// The first-convolution kernel on many of its cases (1 to 3 input
@@ -65,18 +77,20 @@ fn first_case(seed: u64) -> Option<bool> {
 /// layers draw), bit for bit.
 #[test]
 fn portable_matches_reference_on_first_convolutions() {
-    let (mut n, mut asm_shaped) = (0, 0);
+    let (mut n, mut asm_shaped, mut fixed_shaped) = (0, 0, 0);
     let mut failures = Vec::new();
     for seed in 0..30_000 {
-        let Some(asm) = first_case(seed) else { continue };
+        let Some((asm, fixed)) = first_shape(seed) else { continue };
         n += 1;
         asm_shaped += asm as usize;
+        fixed_shaped += fixed as usize;
         if let Err(e) = check_kernels::<Portable>(seed) {
             failures.push(e);
         }
     }
-    eprintln!("first-convolution cases: {n}, asm shape: {asm_shaped}");
+    eprintln!("first-convolution cases: {n}, asm shape: {asm_shaped}, compile-time pass shape: {fixed_shaped}");
     assert!(n >= 2500 && asm_shaped >= 100, "only {n} first-convolution cases ({asm_shaped} of the asm shape)");
+    assert!(fixed_shaped >= 200, "only {fixed_shaped} first-convolution cases of a compile-time pass shape");
     assert!(failures.is_empty(), "{} of {n} cases differ:\n{}", failures.len(), failures.join("\n"));
 }
 

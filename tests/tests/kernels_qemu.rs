@@ -79,12 +79,12 @@ fn portable_kernels_match_reference_on_qemu_m3() {
 }
 
 /// Seeds from `from` whose layer [`first`] takes: `n_any` of them, then
-/// `n_asm` more of the hand-scheduled pass's shape (stride 1, one channel,
-/// 4- or 5-wide kernel).
+/// `n_asm` more of each hand-scheduled pass's shape (stride 1, one channel,
+/// 4- or 5-wide kernel: `nw` 3; 2- or 3-wide: `nw` 2).
 fn first_conv_seeds(from: u64, n_any: usize, n_asm: usize) -> Vec<u64> {
-    let (mut any, mut asm) = (Vec::new(), Vec::new());
+    let (mut any, mut asm3, mut asm2) = (Vec::new(), Vec::new(), Vec::new());
     for seed in from.. {
-        if any.len() >= n_any && asm.len() >= n_asm {
+        if any.len() >= n_any && asm3.len() >= n_asm && asm2.len() >= n_asm {
             break;
         }
         let owned = random_layer_model(seed);
@@ -94,15 +94,20 @@ fn first_conv_seeds(from: u64, n_any: usize, n_asm: usize) -> Vec<u64> {
         if !first::applies(l, s) {
             continue;
         }
-        if s.c == 1 && l.stride_w == 1 && first::nw(l.kw as usize) == 3 {
-            if asm.len() < n_asm {
-                asm.push(seed);
-            }
-        } else if any.len() < n_any {
-            any.push(seed);
+        let asm = match first::nw(l.kw as usize) {
+            _ if s.c != 1 || l.stride_w != 1 => None,
+            3 => Some(&mut asm3),
+            2 => Some(&mut asm2),
+            _ => None,
+        };
+        match asm {
+            Some(v) if v.len() < n_asm => v.push(seed),
+            Some(_) => {}
+            None if any.len() < n_any => any.push(seed),
+            None => {}
         }
     }
-    any.into_iter().chain(asm).collect()
+    any.into_iter().chain(asm3).chain(asm2).collect()
 }
 
 /// The first-convolution kernel (1 to 3 input channels), DSP set, with its

@@ -1,7 +1,9 @@
-//! The hand-scheduled row loop of [`super::first`] on ARMv7E-M (Cortex-M4,
+//! The hand-scheduled row loops of [`super::first`] on ARMv7E-M (Cortex-M4,
 //! Cortex-M7): one output row of one output channel, four adjacent output
-//! pixels per pass, for stride 1, one input channel and three lane words per
-//! kernel row and phase (kernels 4 and 5 wide).
+//! pixels per pass, for stride 1, one input channel and `nw` = three lane
+//! words per kernel row and phase (kernels 4 and 5 wide) or two (kernels 2
+//! and 3 wide: 3x3, the usual first convolution; 14 instructions per kernel
+//! row for 12 MACs, 12 with three kernel rows unrolled).
 //!
 //! Per kernel row: one `LDM` of the four input words, one `LDM` of the `A`
 //! words, six `SMLAD`, one `LDM` of the `B` words and the row stride, six
@@ -20,15 +22,17 @@
 //! (`tests/tests/kernels_qemu.rs`), bit for bit against the reference.
 //!
 //! # Safety
-//! Per pass `b < blocks`, the loop reads `taps.kh()` kernel rows of 7 words
-//! from the weights pointer (post-incremented from the start of `taps`) and,
-//! per kernel row, 4 words from the input pointer (starting at word `2 * b`),
+//! Per pass `b < blocks`, the loop reads `taps.kh()` kernel rows of `2 * nw +
+//! 1` words (7 or 5) from the weights pointer (post-incremented from the
+//! start of `taps`) and, per kernel row, `nw + 1` words from the input
+//! pointer (starting at word `2 * b`),
 //! which then advances by the row's stride word, the pass ending after the
 //! row whose stride word is 0; then it writes 4 accumulators at `acc[4 *
 //! b..]`. [`Taps`] (private fields, checked constructor) guarantees `kh >=
-//! 1`, `kh * 7` words, every stride word but the last `4 * rw` and the last
-//! 0; so the weights reads are in bounds and the input reads are words `2 *
-//! b + ky * rw .. + 4` for `ky < kh`: [`Dsp::row_s1_nw3`] checks, before the
+//! 1`, `kh * (2 * nw + 1)` words, every stride word but the last `4 * rw`
+//! and the last 0; so the weights reads are in bounds and the input reads
+//! are words `2 * b + ky * rw .. + nw + 1` for `ky < kh`: `Dsp::row_s1`
+//! checks, before the
 //! call, that `blocks >= 1`, that these end inside `x` and that `acc` holds
 //! `4 * blocks` values. The slices are `u32` / `i32` slices, so word aligned
 //! (`LDM`/`STM` need it). The function writes nothing else but its own stack
@@ -47,15 +51,22 @@ use super::first::{FirstPass, RightParams, Taps, PIX};
 
 impl FirstPass for Dsp {
     #[inline(always)]
-    fn row_s1_nw3(x: &[u32], taps: &Taps<'_>, bias: i32, acc: &mut [i32]) -> bool {
+    fn row_s1(x: &[u32], taps: &Taps<'_>, bias: i32, acc: &mut [i32]) -> bool {
         let blocks = acc.len() / PIX;
-        if blocks == 0 || x.len() < 2 * (blocks - 1) + (taps.kh() - 1) * taps.rw() + 4 {
+        // Input words read per kernel row and pass: `nw + 1`.
+        let span = taps.nw() + 1;
+        if blocks == 0 || x.len() < 2 * (blocks - 1) + (taps.kh() - 1) * taps.rw() + span {
             return false;
         }
         // SAFETY: see the module doc: `taps` holds its invariants, the input
         // reads end inside `x` and `acc` holds `4 * blocks` values (checked
-        // above).
-        let f = if taps.kh() == 5 { row_s1_nw3_kh5 } else { row_s1_nw3 };
+        // above); each loop reads the `nw` its name says, which is `taps.nw()`.
+        let f = match (taps.nw(), taps.kh()) {
+            (3, 5) => row_s1_nw3_kh5,
+            (3, _) => row_s1_nw3,
+            (_, 3) => row_s1_nw2_kh3,
+            _ => row_s1_nw2,
+        };
         unsafe { f(x.as_ptr(), taps.words().as_ptr(), acc.as_mut_ptr(), blocks, bias) };
         true
     }
@@ -213,6 +224,119 @@ unsafe extern "C" fn row_s1_nw3(x: *const u32, w: *const u32, acc: *mut i32, blo
         "add r0, r0, lr",
         "cmp lr, #0",
         "bne 2b",
+        "ldr r0, [sp]",
+        "ldrd r2, r3, [sp, #24]",
+        "stm r2!, {{r4-r7}}",
+        "adds r0, #8",
+        "str r0, [sp]",
+        "subs r3, #1",
+        "strd r2, r3, [sp, #24]",
+        "bne 3b",
+        "add sp, #40",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// [`row_s1_nw3`] for `nw = 2` (kernels 2 or 3 wide): per kernel row one
+/// `LDM` of the three input words, one of the `A` words, four `SMLAD`, one
+/// `LDM` of the `B` words and the stride, four `SMLAD`, `ADD` + `CMP` +
+/// `BNE`: 14 instructions for 12 MACs (3x3).
+///
+/// # Safety
+/// As [`row_s1_nw3`], with kernel rows of 5 words and 3 input words read
+/// per kernel row.
+#[unsafe(naked)]
+unsafe extern "C" fn row_s1_nw2(x: *const u32, w: *const u32, acc: *mut i32, blocks: usize, bias: i32) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "sub sp, #40",
+        "strd r0, r1, [sp]",
+        "strd r12, r12, [sp, #8]",
+        "strd r12, r12, [sp, #16]",
+        "strd r2, r3, [sp, #24]",
+        "3:",
+        "ldm sp, {{r0, r1, r4, r5, r6, r7}}",
+        "2:",
+        "ldm r0, {{r8-r10}}",
+        "ldm r1!, {{r2, r3}}",
+        "smlad r4, r8, r2, r4",
+        "smlad r4, r9, r3, r4",
+        "smlad r6, r9, r2, r6",
+        "smlad r6, r10, r3, r6",
+        "ldm r1!, {{r2, r3, lr}}",
+        "smlad r5, r8, r2, r5",
+        "smlad r5, r9, r3, r5",
+        "smlad r7, r9, r2, r7",
+        "smlad r7, r10, r3, r7",
+        "add r0, r0, lr",
+        "cmp lr, #0",
+        "bne 2b",
+        "ldr r0, [sp]",
+        "ldrd r2, r3, [sp, #24]",
+        "stm r2!, {{r4-r7}}",
+        "adds r0, #8",
+        "str r0, [sp]",
+        "subs r3, #1",
+        "strd r2, r3, [sp, #24]",
+        "bne 3b",
+        "add sp, #40",
+        "pop {{r4-r11, pc}}",
+    )
+}
+
+/// [`row_s1_nw2`] for exactly three kernel rows (3x3 kernels), the row loop
+/// unrolled: 12 instructions per kernel row.
+///
+/// # Safety
+/// As [`row_s1_nw2`], with `kh = 3`.
+#[unsafe(naked)]
+unsafe extern "C" fn row_s1_nw2_kh3(x: *const u32, w: *const u32, acc: *mut i32, blocks: usize, bias: i32) {
+    core::arch::naked_asm!(
+        "push {{r4-r11, lr}}",
+        "ldr r12, [sp, #36]",
+        "sub sp, #40",
+        "strd r0, r1, [sp]",
+        "strd r12, r12, [sp, #8]",
+        "strd r12, r12, [sp, #16]",
+        "strd r2, r3, [sp, #24]",
+        "3:",
+        "ldm sp, {{r0, r1, r4, r5, r6, r7}}",
+        "ldm r0, {{r8-r10}}",
+        "ldm r1!, {{r2, r3}}",
+        "smlad r4, r8, r2, r4",
+        "smlad r4, r9, r3, r4",
+        "smlad r6, r9, r2, r6",
+        "smlad r6, r10, r3, r6",
+        "ldm r1!, {{r2, r3, lr}}",
+        "smlad r5, r8, r2, r5",
+        "smlad r5, r9, r3, r5",
+        "smlad r7, r9, r2, r7",
+        "smlad r7, r10, r3, r7",
+        "add r0, r0, lr",
+        "ldm r0, {{r8-r10}}",
+        "ldm r1!, {{r2, r3}}",
+        "smlad r4, r8, r2, r4",
+        "smlad r4, r9, r3, r4",
+        "smlad r6, r9, r2, r6",
+        "smlad r6, r10, r3, r6",
+        "ldm r1!, {{r2, r3, lr}}",
+        "smlad r5, r8, r2, r5",
+        "smlad r5, r9, r3, r5",
+        "smlad r7, r9, r2, r7",
+        "smlad r7, r10, r3, r7",
+        "add r0, r0, lr",
+        "ldm r0, {{r8-r10}}",
+        "ldm r1!, {{r2, r3}}",
+        "smlad r4, r8, r2, r4",
+        "smlad r4, r9, r3, r4",
+        "smlad r6, r9, r2, r6",
+        "smlad r6, r10, r3, r6",
+        "ldm r1!, {{r2, r3, lr}}",
+        "smlad r5, r8, r2, r5",
+        "smlad r5, r9, r3, r5",
+        "smlad r7, r9, r2, r7",
+        "smlad r7, r10, r3, r7",
         "ldr r0, [sp]",
         "ldrd r2, r3, [sp, #24]",
         "stm r2!, {{r4-r7}}",

@@ -164,30 +164,32 @@ pub fn applies(l: &Conv2d<'_>, in_shape: Shape) -> bool {
 }
 
 /// One output channel's decoded weights for the stride-1, one-channel,
-/// `nw = 3` shape, checked once: `kh >= 1` kernel rows of 7 words (`A`,
-/// `B`, stride word), every stride word but the last `4 * rw` and the last
-/// 0. The fields are private, so a `Taps` always holds these invariants
-/// (the assembly pass relies on them to stay in bounds).
+/// `nw = 2` or `3` shapes (kernels 2-3 or 4-5 wide), checked once: `kh >=
+/// 1` kernel rows of `2 * nw + 1` words (`A`, `B`, stride word), every
+/// stride word but the last `4 * rw` and the last 0. The fields are
+/// private, so a `Taps` always holds these invariants (the assembly passes
+/// rely on them to stay in bounds).
 #[derive(Debug, Clone, Copy)]
 pub struct Taps<'a> {
     w: &'a [u32],
     rw: usize,
     kh: usize,
+    nw: usize,
 }
 
 impl<'a> Taps<'a> {
-    /// Words per kernel row.
-    pub const ROW: usize = 7;
-
-    /// Check `w` (`kh` rows) against `rw` words per padded row.
-    pub fn new(w: &'a [u32], rw: usize, kh: usize) -> Option<Self> {
-        let ok = kh >= 1
-            && w.len() == kh * Self::ROW
+    /// Check `w` (`kh` rows of `nw` words per phase, `nw` 2 or 3) against
+    /// `rw` words per padded row.
+    pub fn new(w: &'a [u32], rw: usize, kh: usize, nw: usize) -> Option<Self> {
+        let row = 2 * nw + 1;
+        let ok = (2..=3).contains(&nw)
+            && kh >= 1
+            && w.len() == kh * row
             && (4 * rw) as u64 <= u32::MAX as u64
-            && w.chunks_exact(Self::ROW)
+            && w.chunks_exact(row)
                 .enumerate()
-                .all(|(ky, r)| r[Self::ROW - 1] == if ky + 1 < kh { (4 * rw) as u32 } else { 0 });
-        ok.then_some(Self { w, rw, kh })
+                .all(|(ky, r)| r[row - 1] == if ky + 1 < kh { (4 * rw) as u32 } else { 0 });
+        ok.then_some(Self { w, rw, kh, nw })
     }
 
     /// The words.
@@ -204,18 +206,23 @@ impl<'a> Taps<'a> {
     pub fn kh(&self) -> usize {
         self.kh
     }
+
+    /// Lane words per kernel row and phase (2 or 3).
+    pub fn nw(&self) -> usize {
+        self.nw
+    }
 }
 
 /// One output row's passes with a hand-scheduled loop, where the kernel
 /// set has one.
 pub trait FirstPass: Mac {
-    /// Stride 1, one channel, `nw = 3`: for every pass `b` (`acc.len() /
+    /// Stride 1, one channel, `nw = taps.nw()` (2 or 3): for every pass `b` (`acc.len() /
     /// 4` of them, at least one), set `acc[4 * b + i]` to `bias` plus the dot
     /// product of window `i` starting at word `2 * b` of `x` (rows
     /// `taps.rw()` words apart) with `taps` (see the module doc), and return
     /// true; or return false (not available: the generic pass runs).
     #[inline(always)]
-    fn row_s1_nw3(x: &[u32], taps: &Taps<'_>, bias: i32, acc: &mut [i32]) -> bool {
+    fn row_s1(x: &[u32], taps: &Taps<'_>, bias: i32, acc: &mut [i32]) -> bool {
         let _ = (x, taps, bias, acc);
         false
     }
@@ -267,6 +274,86 @@ fn pass<M: Mac>(g: &Geom, x: &[u32], w: &[u32], d: &[usize; PIX], p: &[usize; PI
                 a = M::smlad(xv, wv, a);
             }
             acc[i] = a;
+        }
+    }
+}
+
+/// [`pass`] for a shape known at compile time: `NW` words per kernel row and
+/// phase, `S` elements between adjacent windows (`sw * C`), `KH` kernel
+/// rows, `SPAN = 3 * S / 2 + NW` input words read per kernel row. The window
+/// offsets and phases are then constants and every loop unrolls, so the
+/// accumulators stay in registers, each input word is loaded once per
+/// kernel row and the slices' lengths are known (no bounds checks inside).
+/// Returns false, touching nothing, if `x` or `w` is too short (the caller
+/// then runs [`pass`]).
+#[inline(always)]
+fn pass_const<M: Mac, const NW: usize, const S: usize, const SPAN: usize, const KH: usize>(
+    rw: usize,
+    x: &[u32],
+    w: &[u32],
+    acc: &mut [i32; PIX],
+) -> bool {
+    let wrow = 2 * NW + 1;
+    if x.len() < (KH - 1) * rw + SPAN || w.len() < KH * wrow {
+        return false;
+    }
+    let mut a = *acc;
+    for ky in 0..KH {
+        let xr = &x[ky * rw..ky * rw + SPAN];
+        let wk = &w[ky * wrow..ky * wrow + 2 * NW];
+        for (i, ai) in a.iter_mut().enumerate() {
+            let (d, p) = (i * S / 2, i * S % 2);
+            for j in 0..NW {
+                *ai = M::smlad(xr[d + j], wk[p * NW + j], *ai);
+            }
+        }
+    }
+    *acc = a;
+    true
+}
+
+/// One output row's passes in plain Rust: [`pass_const`] for the common
+/// first convolutions (3x3 and 5x5 kernels on one channel at stride 1 or 2,
+/// and on three channels at stride 1; 3x3 on three at stride 2), else the
+/// generic [`pass`].
+#[inline(always)]
+fn row_passes<M: Mac>(
+    g: &Geom,
+    xr: &[u32],
+    w: &[u32],
+    bias: i32,
+    d: &[usize; PIX],
+    p: &[usize; PIX],
+    accs: &mut [i32],
+) {
+    let block_words = PIX * g.s / 2;
+    let rw = g.rw;
+    macro_rules! each {
+        ($nw:literal, $s:literal, $kh:literal) => {
+            for (b, acc) in accs.chunks_exact_mut(PIX).enumerate() {
+                let mut a = [bias; PIX];
+                let x = &xr[b * block_words..];
+                if !pass_const::<M, $nw, $s, { 3 * $s / 2 + $nw }, $kh>(rw, x, w, &mut a) {
+                    pass::<M>(g, x, w, d, p, &mut a);
+                }
+                acc.copy_from_slice(&a);
+            }
+        };
+    }
+    match (g.nw, g.s, g.kh) {
+        (2, 1, 3) => each!(2, 1, 3),
+        (2, 2, 3) => each!(2, 2, 3),
+        (3, 1, 5) => each!(3, 1, 5),
+        (3, 2, 5) => each!(3, 2, 5),
+        (5, 3, 3) => each!(5, 3, 3),
+        (5, 6, 3) => each!(5, 6, 3),
+        (8, 3, 5) => each!(8, 3, 5),
+        _ => {
+            for (b, acc) in accs.chunks_exact_mut(PIX).enumerate() {
+                let mut a = [bias; PIX];
+                pass::<M>(g, &xr[b * block_words..], w, d, p, &mut a);
+                acc.copy_from_slice(&a);
+            }
         }
     }
 }
@@ -394,7 +481,6 @@ pub fn conv2d<M: FirstPass + super::packed::PackedOps>(
         d[i] = i * g.s / 2;
         p[i] = i * g.s % 2;
     }
-    let block_words = PIX * g.s / 2;
     let wch = g.kh * g.wrow();
     // The largest accumulator magnitude besides the bias.
     let sum_max = (g.kh * g.l) as i64 * 255 * 128;
@@ -403,15 +489,11 @@ pub fn conv2d<M: FirstPass + super::packed::PackedOps>(
         let q = l.w.requant(oc);
         let rq = Requant::new(q);
         let fast_rq = (q.shift < 0 && (bias as i64).abs() + sum_max < 1 << 30).then(|| RightRequant::new(q));
-        let taps = if g.s == 1 && g.nw == 3 { Taps::new(w, g.rw, g.kh) } else { None };
+        let taps = if g.s == 1 && (2..=3).contains(&g.nw) { Taps::new(w, g.rw, g.kh, g.nw) } else { None };
         for oy in 0..g.oh {
             let xr = &xbuf[oy * sh * g.rw..];
-            if !taps.is_some_and(|t| M::row_s1_nw3(xr, &t, bias, accs)) {
-                for (b, acc) in accs.chunks_exact_mut(PIX).enumerate() {
-                    let mut a = [bias; PIX];
-                    pass::<M>(&g, &xr[b * block_words..], w, &d, &p, &mut a);
-                    acc.copy_from_slice(&a);
-                }
+            if !taps.is_some_and(|t| M::row_s1(xr, &t, bias, accs)) {
+                row_passes::<M>(&g, xr, w, bias, &d, &p, accs);
             }
             let out = &mut output[oy * g.ow * g.out_c + oc..];
             let row = Out { accs: &accs[..g.ow], zp: out_zp, lo, hi, stride: g.out_c };
