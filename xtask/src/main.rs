@@ -12,7 +12,7 @@
 //!   the CMSIS-NN anchors measured in the same emulator
 //!   (`../shared/notes/anchors.md`), and the same model at lower weight bits,
 //!   as ratios measured in one run.
-//! - `cargo xtask bench kernels`: instructions per MAC of five anchor layers
+//! - `cargo xtask bench kernels`: instructions per MAC of six anchor layers
 //!   at many weight / activation bit pairs (`TimeLayer`), LeNet-5 whole-model
 //!   totals on qemu-m4 and qemu-m7, the firmware's inference code size and
 //!   its peak stack ([`kernels`]).

@@ -50,6 +50,8 @@ use super::dsp::Dsp;
 use super::first::{FirstPass, RightParams, Taps, PIX};
 
 impl FirstPass for Dsp {
+    const HAS_ROW_S1: bool = true;
+
     #[inline(always)]
     fn row_s1(x: &[u32], taps: &Taps<'_>, bias: i32, acc: &mut [i32]) -> bool {
         let blocks = acc.len() / PIX;

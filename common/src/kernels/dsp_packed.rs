@@ -191,60 +191,11 @@ macro_rules! packed_dot2x2 {
     };
 }
 
-/// [`packed_dot2x2!`] extracting after every pair of words (4-bit weights
-/// with 4-bit inputs: two `SMLAD`s per field): per pair (32 products) 4
-/// `LDRD`, 4 `SMUAD`, 4 `SMLAD`, 4 `UBFX`, 4 `ADD`, `LDM`, `STM`, `SUBS` +
-/// `BNE`: 24 instructions. Safety as there.
-macro_rules! packed_dot2x2_p1 {
-    ($name:ident, $s:literal) => {
-        #[unsafe(naked)]
-        unsafe extern "C" fn $name(w: *const u32, col: *const u32, pairs: usize, out: *mut [i32; 4]) {
-            core::arch::naked_asm!(
-                "push {{r4-r11, lr}}",
-                "sub sp, sp, #16",
-                "movs r4, #0",
-                "movs r5, #0",
-                "strd r4, r5, [sp]",
-                "strd r4, r5, [sp, #8]",
-                "1:",
-                "ldrd r8, r9, [r0], #8",
-                "ldrd r10, r11, [r1], #8",
-                "smuad r4, r8, r10",
-                "smuad r5, r8, r11",
-                "smuad r6, r9, r10",
-                "smuad r7, r9, r11",
-                "ldrd r8, r9, [r0], #8",
-                "ldrd r10, r11, [r1], #8",
-                "smlad r4, r8, r10, r4",
-                "smlad r5, r8, r11, r5",
-                "smlad r6, r9, r10, r6",
-                "smlad r7, r9, r11, r7",
-                "ldm sp, {{r8-r11}}",
-                "ubfx r4, r4, #{s}, #{s}",
-                "add r8, r8, r4",
-                "ubfx r5, r5, #{s}, #{s}",
-                "add r9, r9, r5",
-                "ubfx r6, r6, #{s}, #{s}",
-                "add r10, r10, r6",
-                "ubfx r7, r7, #{s}, #{s}",
-                "add r11, r11, r7",
-                "stm sp, {{r8-r11}}",
-                "subs r2, r2, #1",
-                "bne 1b",
-                "ldm sp, {{r4-r7}}",
-                "stm r3, {{r4-r7}}",
-                "add sp, sp, #16",
-                "pop {{r4-r11, pc}}",
-                s = const $s,
-            )
-        }
-    };
-}
-
 /// [`packed_dot2x2!`] with the four totals in registers and each extraction
 /// period (`$p` pairs of words, at most the spacing's
 /// [`cap`](super::packed::cap) `SMLAD`s) unrolled, for the short periods
-/// (4-bit weights with 3-bit inputs: 2 pairs; 11-bit spacing: 5 pairs).
+/// (4-bit weights with 4-bit inputs: 1 pair; with 3-bit inputs: 2 pairs;
+/// 11-bit spacing: 5 pairs).
 /// Per period: `4 * $p` `LDRD`, `8 * $p` `SMUAD`/`SMLAD`, 4 `UBFX` + 4
 /// `ADD`, `LDR` + `CMP` + `BNE` of the period's end: 35 instructions for
 /// `$p = 2` (64 products), against 47 with the totals on the stack. The
@@ -417,7 +368,10 @@ packed_dot2x2_regs!(
     "smlad r8, r11, r12, r8",
     "smlad r9, r11, lr, r9"
 );
-packed_dot2x2_p1!(packed_dot2x2_s11_p1, 11);
+// 4-bit weights with 4-bit inputs: an extraction after every pair of words
+// (two `SMLAD`s per field), the totals in registers: 23 instructions per
+// pair (32 products) against 24 with the totals on the stack.
+packed_dot2x2_regs!(packed_dot2x2_s11_p1, 11, 1,);
 
 /// `out[i] = rows[i] . col`: packed sums over `n` weight bytes of each of
 /// four rows (each byte spaced through `p.lut`) with column word `col[t]`

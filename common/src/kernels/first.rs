@@ -216,6 +216,12 @@ impl<'a> Taps<'a> {
 /// One output row's passes with a hand-scheduled loop, where the kernel
 /// set has one.
 pub trait FirstPass: Mac {
+    /// Whether [`FirstPass::row_s1`] is hand-scheduled here (then the
+    /// plain-Rust constant passes for its shapes are not compiled in: they
+    /// would only run if its bounds check failed, and the generic pass
+    /// covers that).
+    const HAS_ROW_S1: bool = false;
+
     /// Stride 1, one channel, `nw = taps.nw()` (2 or 3): for every pass `b` (`acc.len() /
     /// 4` of them, at least one), set `acc[4 * b + i]` to `bias` plus the dot
     /// product of window `i` starting at word `2 * b` of `x` (rows
@@ -317,7 +323,7 @@ fn pass_const<M: Mac, const NW: usize, const S: usize, const SPAN: usize, const 
 /// and on three channels at stride 1; 3x3 on three at stride 2), else the
 /// generic [`pass`].
 #[inline(always)]
-fn row_passes<M: Mac>(
+fn row_passes<M: FirstPass>(
     g: &Geom,
     xr: &[u32],
     w: &[u32],
@@ -341,9 +347,9 @@ fn row_passes<M: Mac>(
         };
     }
     match (g.nw, g.s, g.kh) {
-        (2, 1, 3) => each!(2, 1, 3),
+        (2, 1, 3) if !M::HAS_ROW_S1 => each!(2, 1, 3),
         (2, 2, 3) => each!(2, 2, 3),
-        (3, 1, 5) => each!(3, 1, 5),
+        (3, 1, 5) if !M::HAS_ROW_S1 => each!(3, 1, 5),
         (3, 2, 5) => each!(3, 2, 5),
         (5, 3, 3) => each!(5, 3, 3),
         (5, 6, 3) => each!(5, 6, 3),
