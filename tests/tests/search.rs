@@ -166,8 +166,15 @@ fn tiny_search_end_to_end() {
             assert_eq!(m3.latency_total, m3.layer_latency.iter().sum::<u64>());
             // The M3 has no DSP extension: the same models cost more there.
             assert!(m3.latency_total > r.latency_total && m3.latency_int8 > r.latency_int8, "{m3:?} vs {r:?}");
+            // Its own latency table, measured now, predicts the model it ran.
+            assert!(m3.table_measured_now > 0 && m3.table_entries >= m3.table_measured_now, "{m3:?}");
+            let err = (m3.chosen_predicted as f64 - m3.latency_total as f64).abs() / m3.latency_total as f64;
+            assert!(err < 0.01, "m3 prediction {} vs measured {}", m3.chosen_predicted, m3.latency_total);
+            let best = m3.best_here.as_ref().expect("a feasible configuration ranked on qemu-m3");
+            assert_eq!((best.wbits.len(), best.abits.len()), (r.wbits.len(), r.abits.len()));
             let md = std::fs::read_to_string(out.join("report.md")).unwrap();
             assert!(md.contains("## On every board") && md.contains("| qemu-m3 |"), "{md}");
+            assert!(md.contains("cheapest one there"), "{md}");
         } else {
             assert!(r.other_boards.is_empty());
         }

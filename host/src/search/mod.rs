@@ -425,29 +425,47 @@ pub fn search(o: &SearchOptions) -> Result<Report, SearchError> {
     let job = Verify { model: &model_path, int8: &int8_path, plan: &plan, int8_plan: &int8_plan, test: &test, checked };
     let mut links = vec![(o.board.clone(), o.probe.clone())];
     links.extend(o.other_boards.iter().cloned());
-    let measured: Vec<Result<Measured, SearchError>> = std::thread::scope(|scope| {
+    // Every other board also gets its own latency table (cached like the
+    // first board's), over every configuration the search evaluated, so the
+    // report can say which of them would be cheapest there.
+    let chosen_bits = (refined.chosen.wbits.clone(), refined.chosen.abits.clone());
+    let ranking = Rank { spec: &spec, records: &records, chosen: &chosen_bits, cache_dir: &o.cache_dir };
+    type OnBoard = Result<(Measured, Option<Ranked>), SearchError>;
+    let measured: Vec<OnBoard> = std::thread::scope(|scope| {
         let handles: Vec<_> = links
             .iter()
-            .map(|(board, probe)| {
-                let job = &job;
-                scope.spawn(move || job.run(board, probe.as_deref(), &o.qemu))
+            .enumerate()
+            .map(|(i, (board, probe))| {
+                let (job, ranking) = (&job, &ranking);
+                scope.spawn(move || -> OnBoard {
+                    let m = job.run(board, probe.as_deref(), &o.qemu)?;
+                    let r = if i == 0 { None } else { Some(ranking.run(board, probe.as_deref(), &o.qemu)?) };
+                    Ok((m, r))
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("a device thread panicked")).collect()
     });
     let mut measured = measured.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let Measured { counts, mismatches, latency_int8, .. } = measured.remove(0);
+    let (Measured { counts, mismatches, latency_int8, .. }, _) = measured.remove(0);
     let other_boards: Vec<OtherBoard> = measured
         .into_iter()
-        .map(|m| OtherBoard {
-            board: m.board,
-            latency_unit: m.unit,
-            latency_total: m.counts.iter().map(|&c| c as u64).sum(),
-            latency_int8: m.latency_int8,
-            speedup_vs_int8: m.latency_int8 as f64 / m.counts.iter().map(|&c| c as u64).sum::<u64>().max(1) as f64,
-            layer_latency: m.counts.iter().map(|&c| c as u64).collect(),
-            device_mismatches: m.mismatches,
-            device_checked: checked,
+        .map(|(m, r)| {
+            let r = r.expect("ranked on every other board");
+            OtherBoard {
+                board: m.board,
+                latency_unit: m.unit,
+                latency_total: m.counts.iter().map(|&c| c as u64).sum(),
+                latency_int8: m.latency_int8,
+                speedup_vs_int8: m.latency_int8 as f64 / m.counts.iter().map(|&c| c as u64).sum::<u64>().max(1) as f64,
+                layer_latency: m.counts.iter().map(|&c| c as u64).collect(),
+                device_mismatches: m.mismatches,
+                device_checked: checked,
+                table_entries: r.table_entries,
+                table_measured_now: r.table_measured_now,
+                chosen_predicted: r.chosen_predicted,
+                best_here: r.best,
+            }
         })
         .collect();
 
@@ -548,5 +566,55 @@ impl Verify<'_> {
         let input = quantize_image(self.test.image(0), &self.int8_plan.input().quant);
         let latency_int8: u64 = dev8.run(&input)?.counts.iter().map(|&c| c as u64).sum();
         Ok(Measured { board: board.name.clone(), unit, counts, mismatches, latency_int8 })
+    }
+}
+
+/// Ranking the evaluated configurations by another board's latency table.
+struct Rank<'a> {
+    spec: &'a crate::nn::spec::Spec,
+    records: &'a [Record],
+    /// The final configuration (weight bits, activation bits).
+    chosen: &'a (Vec<u8>, Vec<u8>),
+    cache_dir: &'a Path,
+}
+
+/// What [`Rank::run`] found on one board.
+struct Ranked {
+    table_entries: usize,
+    table_measured_now: usize,
+    chosen_predicted: u64,
+    best: Option<report::BestHere>,
+}
+
+impl Rank<'_> {
+    /// Open (or measure) `board`'s latency table for every evaluated
+    /// configuration, predict each, and pick the cheapest feasible one.
+    fn run(&self, board: &Board, probe: Option<&str>, qemu: &QemuOptions) -> Result<Ranked, SearchError> {
+        let mut dev = AnyDevice::start(board, None, qemu, probe)?;
+        let info = dev.info()?;
+        let mut table = LatencyTable::open(self.cache_dir, &board.name, &info.firmware, info.counter.name())?;
+        let of = |w: &[u8], a: &[u8]| latency::layer_specs(self.spec, w, a);
+        let mut specs: Vec<_> = self.records.iter().flat_map(|r| of(&r.wbits, &r.abits)).flatten().collect();
+        specs.extend(of(&self.chosen.0, &self.chosen.1).into_iter().flatten());
+        table.measure(&mut dev, &specs, false)?;
+        let predict = |w: &[u8], a: &[u8]| table.predict(&of(w, a)).unwrap_or(u64::MAX);
+        let best = self
+            .records
+            .iter()
+            .filter(|r| r.feasible)
+            .map(|r| (predict(&r.wbits, &r.abits), r))
+            .min_by_key(|(l, r)| (*l, r.flash_bytes))
+            .map(|(l, r)| report::BestHere {
+                wbits: r.wbits.clone(),
+                abits: r.abits.clone(),
+                latency_predicted: l,
+                val_accuracy: r.val_accuracy,
+            });
+        Ok(Ranked {
+            table_entries: table.entries.len(),
+            table_measured_now: table.measured_now(),
+            chosen_predicted: predict(&self.chosen.0, &self.chosen.1),
+            best,
+        })
     }
 }

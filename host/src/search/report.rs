@@ -426,6 +426,29 @@ pub struct OtherBoard {
     pub device_mismatches: usize,
     /// Test images checked.
     pub device_checked: usize,
+    /// Entries in this board's latency table.
+    pub table_entries: usize,
+    /// Entries this run measured on this board.
+    pub table_measured_now: usize,
+    /// This board's table's prediction for the chosen configuration.
+    pub chosen_predicted: u64,
+    /// The cheapest configuration on this board (by its table) among the
+    /// ones the search evaluated and found feasible (proxy accuracy, not
+    /// fine-tuned).
+    pub best_here: Option<BestHere>,
+}
+
+/// A configuration ranked first on another board.
+#[derive(Debug, Clone, Serialize)]
+pub struct BestHere {
+    /// Weight bits.
+    pub wbits: Vec<u8>,
+    /// Activation bits.
+    pub abits: Vec<u8>,
+    /// This board's table's prediction.
+    pub latency_predicted: u64,
+    /// Validation accuracy by the search's proxy.
+    pub val_accuracy: f64,
 }
 
 /// Per-layer row of the report.
@@ -607,6 +630,27 @@ pub fn markdown(r: &Report) -> String {
                 versus_int8(b.latency_total as f64, b.latency_int8 as f64, "faster", "slower"),
                 b.device_checked,
                 b.device_mismatches
+            ));
+        }
+        s.push_str(
+            "\nEach other board's own latency table, over every configuration the search evaluated: the \
+             cheapest one there among those feasible by the proxy (not fine-tuned):\n\n\
+             | board | table entries (measured now) | chosen, predicted | cheapest there | its abits | predicted | proxy val |\n\
+             | --- | ---: | ---: | --- | --- | ---: | ---: |\n",
+        );
+        for b in &r.other_boards {
+            let (w, a, l, v) = match &b.best_here {
+                Some(x) => (
+                    format!("{:?}", x.wbits),
+                    format!("{:?}", x.abits),
+                    x.latency_predicted.to_string(),
+                    format!("{:.2} %", x.val_accuracy * 100.0),
+                ),
+                None => ("none feasible".into(), "-".into(), "-".into(), "-".into()),
+            };
+            s.push_str(&format!(
+                "| {} | {} ({}) | {} | {} | {} | {} | {} |\n",
+                b.board, b.table_entries, b.table_measured_now, b.chosen_predicted, w, a, l, v
             ));
         }
         s.push('\n');
