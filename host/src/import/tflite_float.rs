@@ -8,8 +8,8 @@
 //! quantized dimension, or per tensor), int32 biases `b * s_in * s_w[c]`;
 //! float32 tensors are taken as they are. Layouts: TFLite is NHWC like
 //! releq, so a flatten needs no permutation; convolution filters OHWI become
-//! OIHW, depthwise filters `[1, H, W, C]` a full convolution whose
-//! off-diagonal weights are zero (as ONNX depthwise, see [`super::onnx`]).
+//! OIHW, depthwise filters `[1, H, W, C]` the `(C, 1, H, W)` weights of a
+//! depthwise convolution (exported as `.releq`'s `DepthwiseConv2d`).
 //! `SAME` padding must be the same on every side (odd kernels at stride 1);
 //! a `PAD` is merged into the convolution that reads it. `QUANTIZE` at the
 //! input and `SOFTMAX` / `DEQUANTIZE` at the output are left out (the
@@ -255,20 +255,17 @@ pub fn import_tflite_float(
                             format!("has depth multiplier {depth_multiplier} (filter {ws:?}); 1 is supported"),
                         ));
                     }
-                    // [1, k, k, C] -> OIHW [C, C, k, k], zero off the diagonal.
-                    let mut full = vec![0.0; ic * ic * k * k];
+                    // [1, k, k, C] -> (C, 1, k, k), one filter per channel.
+                    let mut filters = vec![0.0; ic * k * k];
                     for ch in 0..ic {
                         for y in 0..k {
                             for x in 0..k {
-                                full[((ch * ic + ch) * k + y) * k + x] = wv[(y * k + x) * ic + ch];
+                                filters[(ch * k + y) * k + x] = wv[(y * k + x) * ic + ch];
                             }
                         }
                     }
-                    notes.push(format!(
-                        "op {} (DEPTHWISE_CONV_2D): as a full convolution with zero off-diagonal weights ({ic}x the MACs)",
-                        op.index
-                    ));
-                    (ic, full)
+                    notes.push(format!("op {} (DEPTHWISE_CONV_2D): a depthwise layer ({ic} channels)", op.index));
+                    (ic, filters)
                 } else {
                     if fi != ic {
                         return Err(op_err(op, format!("has a filter for {fi} input channels, its input has {ic}")));
@@ -301,9 +298,11 @@ pub fn import_tflite_float(
                     pad: p,
                     bn: false,
                     act: act(op, *a)?,
+                    depthwise: dw,
                 };
                 let i = emit(&mut ops, &mut vals, out, conv, shape);
-                weights.insert(i, (full, vec![out_c, ic, k, k], b));
+                let per_out = if dw { 1 } else { ic };
+                weights.insert(i, (full, vec![out_c, per_out, k, k], b));
             }
             ("FULLY_CONNECTED", Options::FullyConnected { act: a, shuffled }) => {
                 if let Some(s) = shuffled {
