@@ -172,6 +172,14 @@ fn same_pad(op: &TOp, pad: Pad, [h, w]: [usize; 2], k: usize, s: usize) -> Resul
 /// A weighted op's float weights, their shape and its bias.
 type LayerWeights = (Vec<f32>, Vec<usize>, Vec<f32>);
 
+/// Whether tensor `t` is a vector in the candle graph (written by a dense
+/// layer or a flatten). Anything else, a `1 x 1 x C` pooling or convolution
+/// output included, is an NCHW image that a dense layer must read through a
+/// flatten.
+fn is_vector(ops: &[Op], t: usize) -> bool {
+    t > 0 && matches!(ops[t - 1], Op::Dense { .. } | Op::Flatten { .. })
+}
+
 /// Append `o` writing `out` (of `shape`); returns its op index.
 fn emit(ops: &mut Vec<Op>, vals: &mut HashMap<i32, Val>, out: i32, o: Op, shape: [usize; 3]) -> usize {
     ops.push(o);
@@ -309,8 +317,8 @@ pub fn import_tflite_float(
                     return Err(op_err(op, format!("has weights format {s}; DEFAULT is supported")));
                 }
                 let (t, shape) = plain(get(&vals, op, 0)?, op)?;
-                let t = if shape[0] * shape[1] > 1 {
-                    // An image read whole: flatten (HWC, as TFLite).
+                let t = if !is_vector(&ops, t) {
+                    // An image (even 1 x 1) read whole: flatten (HWC, as TFLite).
                     ops.push(Op::Flatten { input: t });
                     ops.len()
                 } else {
@@ -391,7 +399,7 @@ pub fn import_tflite_float(
             }
             ("RESHAPE", _) => {
                 let (t, shape) = plain(get(&vals, op, 0)?, op)?;
-                if shape[0] * shape[1] > 1 {
+                if !is_vector(&ops, t) {
                     emit(&mut ops, &mut vals, out, Op::Flatten { input: t }, [1, 1, shape.iter().product()]);
                 } else {
                     vals.insert(out, Val::Act { t, shape });
