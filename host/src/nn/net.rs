@@ -222,7 +222,7 @@ impl Net {
                 (Op::AvgPool { input, k, stride }, ..) => {
                     let y = t[*input].avg_pool2d_with_stride(*k, *stride)?;
                     match mode {
-                        Mode::Fq(plan) => fq_avg(&y, &plan.tensors[i + 1], k * k)?,
+                        Mode::Fq(plan) => fq_avg(&y, &t[*input], &plan.tensors[i + 1], *k, *stride)?,
                         Mode::Float { .. } => y,
                     }
                 }
