@@ -10,6 +10,11 @@
 //! - requantization `quantize_multiplier(s_in * s_w / s_out)`;
 //! - the fused ReLU becomes the output clamp.
 //!
+//! A depthwise convolution (`depthwise` in [`Op::Conv`]) becomes a
+//! `DepthwiseConv2d` layer: one row of `k * k` weights per channel, in
+//! `(ky, kx)` order (its `(C, 1, k, k)` weights as they are), quantized per
+//! channel like a convolution's output channels.
+//!
 //! Residual adds get TFLite's multipliers from their three scales; pooling and
 //! flatten copy through. The result validates with common's validator before
 //! it is returned.
@@ -104,13 +109,14 @@ pub fn export(
     for (i, op) in spec.ops.iter().enumerate() {
         let out_q = t[i + 1];
         match op {
-            Op::Conv { name, input, in_c, out_c, k, stride, pad, act, .. } => {
+            Op::Conv { name, input, in_c, out_c, k, stride, pad, act, depthwise, .. } => {
                 let (wf, bf) = folded(i).map_err(|message| ExportError::Params { name: name.clone(), message })?;
-                let want = out_c * in_c * k * k;
+                let want = op.weight_count();
                 if wf.len() != want || bf.len() != *out_c {
                     return Err(ExportError::WeightCount { name: name.clone(), got: wf.len(), want });
                 }
-                let rows = oihw_to_ohwi(&wf, *out_c, *in_c, *k);
+                // Depthwise rows are already [c][ky][kx].
+                let rows = if *depthwise { wf } else { oihw_to_ohwi(&wf, *out_c, *in_c, *k) };
                 let ow = quantize_weights(&rows, &bf, *out_c, t[*input].scale, out_q.scale, plan.wbits[j]);
                 j += 1;
                 let conv = Conv2d {
@@ -126,7 +132,8 @@ pub fn export(
                     out: out_q,
                     w: NO_WEIGHTS,
                 };
-                m.push(Layer::Conv2d(conv), Some(ow));
+                let layer = if *depthwise { Layer::DepthwiseConv2d(conv) } else { Layer::Conv2d(conv) };
+                m.push(layer, Some(ow));
             }
             Op::Dense { name, input, in_f, out_f, act } => {
                 let (wf, bf) = folded(i).map_err(|message| ExportError::Params { name: name.clone(), message })?;

@@ -82,6 +82,30 @@ fn float_logits_match_onnxruntime() {
 }
 
 #[test]
+fn depthwise_becomes_a_native_depthwise_layer() {
+    use releq_common::model::Layer;
+    use releq_host::nn::spec::Op;
+    let tmp = tempfile::tempdir().unwrap();
+    let c = load("bn-dw-add", tmp.path());
+    let spec = c.net.spec();
+    let dw: Vec<usize> =
+        (0..spec.ops.len()).filter(|&i| matches!(spec.ops[i], Op::Conv { depthwise: true, .. })).collect();
+    assert_eq!(dw.len(), 1, "{:?}", spec.ops);
+    let Op::Conv { out_c, k, .. } = spec.ops[dw[0]] else { unreachable!() };
+    assert_eq!(c.net.folded(dw[0]).unwrap().0.len(), out_c * k * k, "one filter per channel");
+    let images = inputs();
+    let ranges = calibrate(&c.net, &images, 1, 16).unwrap();
+    let plan = QuantPlan::new(spec, &ranges, &[8], &[8]).unwrap();
+    let model = export(spec, &plan, |op| c.net.folded(op).map_err(|e| e.to_string())).unwrap();
+    let iplan = model.plan().unwrap();
+    let kinds: Vec<&str> = iplan.model.layers.iter().map(Layer::kind).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "dwconv2d").count(), 1, "{kinds:?}");
+    let layer = iplan.model.layers.iter().position(|l| matches!(l, Layer::DepthwiseConv2d(_))).unwrap();
+    let shape = iplan.tensors[layer + 1].shape;
+    assert_eq!(iplan.layer_stats(layer).macs, shape.h as u64 * shape.w as u64 * shape.c as u64 * (k * k) as u64);
+}
+
+#[test]
 fn int8_ptq_keeps_the_float_accuracy() {
     let Some(dir) = data_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();

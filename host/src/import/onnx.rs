@@ -6,9 +6,9 @@
 //! and converted node by node, in the file's (topological) order:
 //!
 //! - `Conv` (square kernel, equal strides, the same padding on every side,
-//!   dilation 1; `group` 1, or depthwise with one filter per channel, which
-//!   becomes a full convolution whose off-diagonal weights are zero: exact,
-//!   but it costs `C` times the MACs of a native depthwise kernel);
+//!   dilation 1; `group` 1, or depthwise with one filter per channel
+//!   (`group` = channels, weights `(C, 1, k, k)`), which becomes a depthwise
+//!   convolution, exported as `.releq`'s `DepthwiseConv2d`);
 //! - `BatchNormalization` after a convolution is folded into it
 //!   (`w' = w * g / sqrt(v + eps)`, `b' = (b - m) * g / sqrt(v + eps) + beta`);
 //! - `Relu`, and `Clip` with bounds (0, 6) (attributes before opset 11,
@@ -701,20 +701,16 @@ impl Converter {
         }
         let (k, s, p) = window(at, &[kh, kw], true)?;
         let group = at.int("group", 1);
-        let mut weights = wt.f;
+        let weights = wt.f;
+        let depthwise = group != 1;
         if group == 1 {
             if ipg != c {
                 return Err(at.err(format!("has weights for {ipg} input channels, its input has {c}")));
             }
         } else if group as usize == c && o == c && ipg == 1 {
-            // Depthwise: a full convolution, zero off the diagonal.
-            let mut full = vec![0.0; o * c * k * k];
-            for ch in 0..c {
-                full[(ch * c + ch) * k * k..][..k * k].copy_from_slice(&weights[ch * k * k..][..k * k]);
-            }
-            weights = full;
+            // Depthwise: weights (C, 1, k, k), one filter per channel.
             self.notes.push(format!(
-                "node {} ({:?}): depthwise convolution ({c} channels) as a full convolution with zero off-diagonal weights ({c}x the MACs)",
+                "node {} ({:?}): depthwise convolution ({c} channels) as a depthwise layer",
                 at.index, at.node.name
             ));
         } else {
@@ -740,9 +736,10 @@ impl Converter {
             pad: p,
             bn: false,
             act: Act::None,
+            depthwise,
         };
         let t = self.emit(at, op, Layout::Image { c: o, h: oh, w: ow })?;
-        self.weights.insert(t - 1, Weights { w: weights, dims: vec![o, c, k, k], b });
+        self.weights.insert(t - 1, Weights { w: weights, dims: vec![o, ipg, k, k], b });
         Ok(())
     }
 

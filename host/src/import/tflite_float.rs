@@ -8,8 +8,8 @@
 //! quantized dimension, or per tensor), int32 biases `b * s_in * s_w[c]`;
 //! float32 tensors are taken as they are. Layouts: TFLite is NHWC like
 //! releq, so a flatten needs no permutation; convolution filters OHWI become
-//! OIHW, depthwise filters `[1, H, W, C]` a full convolution whose
-//! off-diagonal weights are zero (as ONNX depthwise, see [`super::onnx`]).
+//! OIHW, depthwise filters `[1, H, W, C]` the `(C, 1, H, W)` weights of a
+//! depthwise convolution (exported as `.releq`'s `DepthwiseConv2d`).
 //! `SAME` padding must be the same on every side (odd kernels at stride 1);
 //! a `PAD` is merged into the convolution that reads it. `QUANTIZE` at the
 //! input and `SOFTMAX` / `DEQUANTIZE` at the output are left out (the
@@ -172,6 +172,14 @@ fn same_pad(op: &TOp, pad: Pad, [h, w]: [usize; 2], k: usize, s: usize) -> Resul
 /// A weighted op's float weights, their shape and its bias.
 type LayerWeights = (Vec<f32>, Vec<usize>, Vec<f32>);
 
+/// Whether tensor `t` is a vector in the candle graph (written by a dense
+/// layer or a flatten). Anything else, a `1 x 1 x C` pooling or convolution
+/// output included, is an NCHW image that a dense layer must read through a
+/// flatten.
+fn is_vector(ops: &[Op], t: usize) -> bool {
+    t > 0 && matches!(ops[t - 1], Op::Dense { .. } | Op::Flatten { .. })
+}
+
 /// Append `o` writing `out` (of `shape`); returns its op index.
 fn emit(ops: &mut Vec<Op>, vals: &mut HashMap<i32, Val>, out: i32, o: Op, shape: [usize; 3]) -> usize {
     ops.push(o);
@@ -255,20 +263,17 @@ pub fn import_tflite_float(
                             format!("has depth multiplier {depth_multiplier} (filter {ws:?}); 1 is supported"),
                         ));
                     }
-                    // [1, k, k, C] -> OIHW [C, C, k, k], zero off the diagonal.
-                    let mut full = vec![0.0; ic * ic * k * k];
+                    // [1, k, k, C] -> (C, 1, k, k), one filter per channel.
+                    let mut filters = vec![0.0; ic * k * k];
                     for ch in 0..ic {
                         for y in 0..k {
                             for x in 0..k {
-                                full[((ch * ic + ch) * k + y) * k + x] = wv[(y * k + x) * ic + ch];
+                                filters[(ch * k + y) * k + x] = wv[(y * k + x) * ic + ch];
                             }
                         }
                     }
-                    notes.push(format!(
-                        "op {} (DEPTHWISE_CONV_2D): as a full convolution with zero off-diagonal weights ({ic}x the MACs)",
-                        op.index
-                    ));
-                    (ic, full)
+                    notes.push(format!("op {} (DEPTHWISE_CONV_2D): a depthwise layer ({ic} channels)", op.index));
+                    (ic, filters)
                 } else {
                     if fi != ic {
                         return Err(op_err(op, format!("has a filter for {fi} input channels, its input has {ic}")));
@@ -301,17 +306,19 @@ pub fn import_tflite_float(
                     pad: p,
                     bn: false,
                     act: act(op, *a)?,
+                    depthwise: dw,
                 };
                 let i = emit(&mut ops, &mut vals, out, conv, shape);
-                weights.insert(i, (full, vec![out_c, ic, k, k], b));
+                let per_out = if dw { 1 } else { ic };
+                weights.insert(i, (full, vec![out_c, per_out, k, k], b));
             }
             ("FULLY_CONNECTED", Options::FullyConnected { act: a, shuffled }) => {
                 if let Some(s) = shuffled {
                     return Err(op_err(op, format!("has weights format {s}; DEFAULT is supported")));
                 }
                 let (t, shape) = plain(get(&vals, op, 0)?, op)?;
-                let t = if shape[0] * shape[1] > 1 {
-                    // An image read whole: flatten (HWC, as TFLite).
+                let t = if !is_vector(&ops, t) {
+                    // An image (even 1 x 1) read whole: flatten (HWC, as TFLite).
                     ops.push(Op::Flatten { input: t });
                     ops.len()
                 } else {
@@ -392,7 +399,7 @@ pub fn import_tflite_float(
             }
             ("RESHAPE", _) => {
                 let (t, shape) = plain(get(&vals, op, 0)?, op)?;
-                if shape[0] * shape[1] > 1 {
+                if !is_vector(&ops, t) {
                     emit(&mut ops, &mut vals, out, Op::Flatten { input: t }, [1, 1, shape.iter().product()]);
                 } else {
                     vals.insert(out, Val::Act { t, shape });

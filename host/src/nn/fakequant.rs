@@ -65,39 +65,67 @@ pub fn fq_requant(y: &Tensor, w: &Tensor, wbits: u8, s_in: f32, out: &TensorQuan
     y.apply_op2(w, Requant { wbits, s_in, out: *out })
 }
 
-/// Average pooling as the integer kernel rounds it: `y` is the float
-/// average of fake-quantized values over `count` inputs, so
-/// `(y / s + zp) * count` is the integer sum of the input codes; the code is
-/// that sum's [`rounded_average`] (ties away from zero in code space, where
-/// rounding the float mean would round `mean - zp` instead). Straight-through
-/// gradient.
-pub fn fq_avg(y: &Tensor, q: &TensorQuant, count: usize) -> Result<Tensor> {
-    y.apply_op1(AvgFq { q: *q, count: count.max(1) as i32 })
+/// Average pooling as the integer kernel rounds it: `y` is candle's float
+/// average of `x` (NCHW, fake-quantized with `q`, which pooling keeps) over
+/// `k x k` windows at `stride`, no padding. The output code of each window is
+/// the [`rounded_average`] of the integer sum of its input codes (ties away
+/// from zero in code space), the sum taken from `x`'s codes themselves:
+/// recovering it from the `f32` mean `y` is off by one near ties on large
+/// windows (a 28 x 28 global pooling: errors of 0.5 in the sum, as `f32`
+/// rounding errors of a constant background add up). Straight-through
+/// gradient to `y`.
+pub fn fq_avg(y: &Tensor, x: &Tensor, q: &TensorQuant, k: usize, stride: usize) -> Result<Tensor> {
+    y.apply_op2(x, AvgFq { q: *q, k, stride: stride.max(1) })
 }
 
 struct AvgFq {
     q: TensorQuant,
-    count: i32,
+    k: usize,
+    stride: usize,
 }
 
-impl CustomOp1 for AvgFq {
+impl CustomOp2 for AvgFq {
     fn name(&self) -> &'static str {
         "fake-quant-avg"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, _s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let TensorQuant { scale, zero_point, bits } = self.q;
-        let mut v = values(storage, layout)?;
-        for x in &mut v {
-            let sum = to_acc((*x as f64 / scale as f64 + zero_point as f64) * self.count as f64);
-            let code = rounded_average(sum, self.count).clamp(act_min(bits), act_max(bits));
-            *x = scale * (code - zero_point) as f32;
+        let x = values(s2, l2)?;
+        let (Ok((n, c, h, w)), Ok((yn, yc, oh, ow))) = (l2.shape().dims4(), l1.shape().dims4()) else {
+            candle_core::bail!("fake-quant-avg: shapes {:?} and {:?} are not NCHW", l1.dims(), l2.dims());
+        };
+        let (k, s) = (self.k, self.stride);
+        if (yn, yc) != (n, c) || h < k || w < k || oh != (h - k) / s + 1 || ow != (w - k) / s + 1 {
+            candle_core::bail!(
+                "fake-quant-avg: output {:?} is not a {k}x{k} / {s} pooling of {:?}",
+                l1.dims(),
+                l2.dims()
+            );
         }
-        Ok((CpuStorage::F32(v), layout.shape().clone()))
+        let codes: Vec<i32> = x.iter().map(|&v| i32::from(quantize_act(v, scale, zero_point, bits))).collect();
+        let count = (k * k) as i32;
+        let mut out = Vec::with_capacity(n * c * oh * ow);
+        for plane in codes.chunks(h * w) {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let sum: i32 = (0..k).map(|ky| plane[(oy * s + ky) * w + ox * s..][..k].iter().sum::<i32>()).sum();
+                    let code = rounded_average(sum, count).clamp(act_min(bits), act_max(bits));
+                    out.push(scale * (code - zero_point) as f32);
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_res.clone()))
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        _x: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad_res.clone()), None))
     }
 }
 
@@ -431,5 +459,62 @@ mod tests {
             assert_eq!(grads.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![1.0; o]);
             assert!(grads.get(&w).is_none());
         }
+    }
+}
+
+#[cfg(test)]
+mod avg_tests {
+    use super::*;
+    use candle_core::Device;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use releq_common::quant::rounded_average;
+
+    /// Global average pooling over 28 x 28 codes, as the integer kernel
+    /// computes it (sum of the codes, rounded average), on 64 random channels
+    /// per trial whose sums are next to a rounding tie.
+    #[test]
+    fn avg_fq_equals_the_integer_average_over_a_large_window() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut bad = 0;
+        for trial in 0..40 {
+            let q = TensorQuant { scale: rng.gen_range(0.001f32..0.05), zero_point: rng.gen_range(-128..0), bits: 8 };
+            let (c, h) = (64, 28);
+            // After a ReLU: codes from the zero point up, most of an image
+            // one background value (a constant's f32 rounding errors add up
+            // instead of cancelling).
+            let mut codes = vec![0i32; c * h * h];
+            for run in codes.chunks_mut(h * h) {
+                let background = rng.gen_range(q.zero_point..128);
+                for v in run.iter_mut() {
+                    *v = if rng.gen_bool(0.7) { background } else { rng.gen_range(q.zero_point..128) };
+                }
+            }
+            // Sums one code either side of a rounding tie (sum = n/2 mod n),
+            // where an error of one in the sum changes the average.
+            for (ch, run) in codes.chunks_mut(h * h).enumerate() {
+                let target = (h * h / 2 - ch % 2) as i32;
+                let mut delta = target - run.iter().sum::<i32>().rem_euclid((h * h) as i32);
+                for v in run.iter_mut() {
+                    let step = delta.clamp(q.zero_point - *v, 127 - *v);
+                    *v += step;
+                    delta -= step;
+                }
+            }
+            let v: Vec<f32> = codes.iter().map(|&k| q.scale * (k - q.zero_point) as f32).collect();
+            let x = Tensor::from_vec(v, (1, c, h, h), &Device::Cpu).unwrap();
+            let y = x.avg_pool2d_with_stride(h, h).unwrap();
+            let got = fq_avg(&y, &x, &q, h, h).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (ch, g) in got.iter().enumerate() {
+                let sum: i32 = codes[ch * h * h..(ch + 1) * h * h].iter().sum();
+                let want = rounded_average(sum, (h * h) as i32).clamp(-128, 127);
+                let code = (g / q.scale).round() as i32 + q.zero_point;
+                if code != want {
+                    bad += 1;
+                    eprintln!("trial {trial} channel {ch}: code {code}, the integer kernel's {want}");
+                }
+            }
+        }
+        assert_eq!(bad, 0, "{bad} of 2560 averages differ");
     }
 }

@@ -7,6 +7,12 @@
 //! dense ops are the *weighted layers*, numbered in order; `--wbits` and
 //! `--abits` lists give one value per weighted layer.
 //!
+//! A depthwise convolution is an [`Op::Conv`] with `depthwise: true`: one
+//! `k x k` filter per channel (`in_c == out_c`, channel multiplier 1), weights
+//! `(C, 1, k, k)` as PyTorch's `groups = C`; it exports to `.releq`'s
+//! `DepthwiseConv2d`. Graphs written before the flag existed load as full
+//! convolutions (the field defaults to `false`).
+//!
 //! Parameter names in a checkpoint (safetensors) are `<op name>.weight`,
 //! `<op name>.bias` and, with batch norm, `<op name>.bn.{weight,bias,
 //! running_mean,running_var}`. Convolution weights are candle's OIHW.
@@ -48,6 +54,10 @@ pub enum Op {
         bn: bool,
         /// Activation.
         act: Act,
+        /// Depthwise: one filter per channel (`in_c == out_c`), weights
+        /// `(C, 1, k, k)`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        depthwise: bool,
     },
     /// Fully connected over the flattened input.
     Dense {
@@ -101,6 +111,17 @@ impl Op {
     pub fn is_weighted(&self) -> bool {
         matches!(self, Op::Conv { .. } | Op::Dense { .. })
     }
+
+    /// Number of weights of a weighted op (0 otherwise): `out_c * in_c * k * k`
+    /// for a convolution, `C * k * k` for a depthwise one, `in_f * out_f` for
+    /// a dense layer.
+    pub fn weight_count(&self) -> usize {
+        match *self {
+            Op::Conv { in_c, out_c, k, depthwise, .. } => out_c * if depthwise { 1 } else { in_c } * k * k,
+            Op::Dense { in_f, out_f, .. } => in_f * out_f,
+            _ => 0,
+        }
+    }
 }
 
 /// A whole network.
@@ -145,5 +166,26 @@ impl Spec {
             s.push(out);
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depthwise_defaults_to_false_and_round_trips() {
+        // A convolution as graph.json files wrote it before the flag existed.
+        let old =
+            r#"{"Conv":{"name":"c","input":0,"in_c":4,"out_c":4,"k":3,"stride":1,"pad":1,"bn":false,"act":"Relu"}}"#;
+        let op: Op = serde_json::from_str(old).unwrap();
+        assert!(matches!(op, Op::Conv { depthwise: false, .. }));
+        assert_eq!(op.weight_count(), 4 * 4 * 9);
+        assert_eq!(serde_json::to_string(&op).unwrap(), old, "a full convolution serializes as before");
+        let Op::Conv { name, input, in_c, out_c, k, stride, pad, bn, act, .. } = op else { unreachable!() };
+        let dw = Op::Conv { name, input, in_c, out_c, k, stride, pad, bn, act, depthwise: true };
+        assert_eq!(dw.weight_count(), 4 * 9);
+        let back: Op = serde_json::from_str(&serde_json::to_string(&dw).unwrap()).unwrap();
+        assert_eq!(back, dw);
     }
 }

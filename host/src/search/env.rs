@@ -144,7 +144,7 @@ impl<'a> Env<'a> {
         let (mut outs, mut ins, mut ks, mut stds) = (vec![], vec![], vec![], vec![]);
         for &i in &weighted {
             let (o, inp, k) = match spec.ops[i] {
-                Op::Conv { in_c, out_c, k, .. } => (out_c, in_c, k),
+                Op::Conv { in_c, out_c, k, depthwise, .. } => (out_c, if depthwise { 1 } else { in_c }, k),
                 Op::Dense { in_f, out_f, .. } => (out_f, in_f, 1),
                 _ => unreachable!("weighted ops are conv or dense"),
             };

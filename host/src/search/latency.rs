@@ -83,9 +83,10 @@ pub fn layer_specs(spec: &Spec, wbits: &[u8], abits: &[u8]) -> Vec<Option<LayerS
                 out_bits: bits[i + 1],
             };
             match *op {
-                Op::Conv { input, out_c, k, stride, pad, .. } => {
+                Op::Conv { input, out_c, k, stride, pad, depthwise, .. } => {
                     j += 1;
-                    Some(base(SpecKind::Conv2d, input, out_c, k, stride, pad, wbits[j - 1]))
+                    let kind = if depthwise { SpecKind::DepthwiseConv2d } else { SpecKind::Conv2d };
+                    Some(base(kind, input, out_c, k, stride, pad, wbits[j - 1]))
                 }
                 Op::Dense { input, out_f, .. } => {
                     j += 1;

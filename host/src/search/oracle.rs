@@ -277,7 +277,7 @@ mod tests {
             .ops
             .iter()
             .map(|op| match *op {
-                Op::Conv { in_c, out_c, k, .. } => Some((r(out_c * in_c * k * k, 0.3), r(out_c, 0.1))),
+                Op::Conv { out_c, .. } => Some((r(op.weight_count(), 0.3), r(out_c, 0.1))),
                 Op::Dense { in_f, out_f, .. } => Some((r(in_f * out_f, 0.2), r(out_f, 0.1))),
                 _ => None,
             })

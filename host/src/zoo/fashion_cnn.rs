@@ -17,6 +17,7 @@ pub fn spec() -> Spec {
         pad: 1,
         bn: true,
         act: Act::Relu,
+        depthwise: false,
     };
     Spec {
         name: "fashion-cnn".into(),

@@ -15,6 +15,7 @@ pub fn spec() -> Spec {
         pad: 0,
         bn: false,
         act: Act::Relu,
+        depthwise: false,
     };
     let dense = |name: &str, input, in_f, out_f, act| Op::Dense { name: name.into(), input, in_f, out_f, act };
     Spec {

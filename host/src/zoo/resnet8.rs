@@ -18,6 +18,7 @@ pub fn spec() -> Spec {
         pad: k / 2,
         bn: true,
         act,
+        depthwise: false,
     };
     Spec {
         name: "resnet8".into(),
