@@ -107,6 +107,37 @@ pub struct Param {
     pub data: Vec<f32>,
 }
 
+/// Name the weighted ops of `ops` in order (`conv1`, `conv2`, ... and
+/// `fc1`, ...) and return their checkpoint parameters, `<name>.bias` then
+/// `<name>.weight`, from `take(op index)` = (weight dims, weight values,
+/// bias). Shared by the ONNX and the `.tflite --float` imports.
+pub(crate) fn named_params(
+    ops: &mut [Op],
+    mut take: impl FnMut(usize) -> (Vec<usize>, Vec<f32>, Vec<f32>),
+) -> Vec<Param> {
+    let mut params = vec![];
+    let (mut nc, mut nd) = (0, 0);
+    for (i, op) in ops.iter_mut().enumerate() {
+        let pname = match op {
+            Op::Conv { name, .. } => {
+                nc += 1;
+                *name = format!("conv{nc}");
+                name.clone()
+            }
+            Op::Dense { name, .. } => {
+                nd += 1;
+                *name = format!("fc{nd}");
+                name.clone()
+            }
+            _ => continue,
+        };
+        let (dims, w, b) = take(i);
+        params.push(Param { name: format!("{pname}.bias"), dims: vec![b.len()], data: b });
+        params.push(Param { name: format!("{pname}.weight"), dims, data: w });
+    }
+    params
+}
+
 /// An imported graph.
 #[derive(Debug, Clone)]
 pub struct OnnxImport {
@@ -358,26 +389,10 @@ pub fn import_onnx(bytes: &[u8], name: &str, source: &str, dataset: Option<Datas
     let classes = layout.size();
     let mut spec = Spec { name: name.into(), input: [h, w, c], classes, ops: cv.ops };
     // Parameter names and values.
-    let mut params = vec![];
-    let (mut nc, mut nd) = (0, 0);
-    for (i, op) in spec.ops.iter_mut().enumerate() {
-        let pname = match op {
-            Op::Conv { name, .. } => {
-                nc += 1;
-                *name = format!("conv{nc}");
-                name.clone()
-            }
-            Op::Dense { name, .. } => {
-                nd += 1;
-                *name = format!("fc{nd}");
-                name.clone()
-            }
-            _ => continue,
-        };
+    let params = named_params(&mut spec.ops, |i| {
         let wt = cv.weights.remove(&i).expect("weights of every weighted op");
-        params.push(Param { name: format!("{pname}.bias"), dims: vec![wt.b.len()], data: wt.b });
-        params.push(Param { name: format!("{pname}.weight"), dims: wt.dims, data: wt.w });
-    }
+        (wt.dims, wt.w, wt.b)
+    });
     let last = *spec.shapes().last().expect("at least the input");
     if last != [1, 1, classes] {
         return Err(tensor_err(

@@ -425,26 +425,10 @@ pub fn import_tflite_float(
         return Err(ImportError::Graph("the output is not the last vector computed".into()));
     }
     let mut spec = Spec { name: name.into(), input: [h, w, c], classes: shape[2], ops };
-    let mut params = vec![];
-    let (mut nc, mut nd) = (0, 0);
-    for (i, op) in spec.ops.iter_mut().enumerate() {
-        let pname = match op {
-            Op::Conv { name, .. } => {
-                nc += 1;
-                *name = format!("conv{nc}");
-                name.clone()
-            }
-            Op::Dense { name, .. } => {
-                nd += 1;
-                *name = format!("fc{nd}");
-                name.clone()
-            }
-            _ => continue,
-        };
+    let params = super::onnx::named_params(&mut spec.ops, |i| {
         let (w, dims, b) = weights.remove(&i).expect("weights of every weighted op");
-        params.push(Param { name: format!("{pname}.bias"), dims: vec![b.len()], data: b });
-        params.push(Param { name: format!("{pname}.weight"), dims, data: w });
-    }
+        (dims, w, b)
+    });
     // The file's input range (QUANTIZE's output, or the int8 input).
     let first_q =
         g.ops.first().filter(|o| o.name == "QUANTIZE").and_then(|o| o.outputs.first().copied()).unwrap_or(input);
