@@ -329,6 +329,19 @@ struct Exporter<'p, 'a> {
 }
 
 impl Exporter<'_, '_> {
+    /// For an explicit PAD / PADV2 of layer `i`'s input (`shape`, `quant`)
+    /// by `p`: the paddings constant and the padded int8 tensor.
+    fn padding_tensors(&mut self, i: usize, shape: Shape, quant: &TensorQuant, p: Padding) -> (i32, i32) {
+        let padded =
+            Shape::new(shape.h + p.top as u16 + p.bottom as u16, shape.w + p.left as u16 + p.right as u16, shape.c);
+        let pv = [0, 0, p.top as i32, p.bottom as i32, p.left as i32, p.right as i32, 0, 0];
+        let pt =
+            self.g.constant(format!("layer{i}/paddings"), vec![4, 2], tfl::TensorType::INT32, None, i32_bytes(&pv));
+        let po =
+            self.g.tensor(format!("layer{i}/padded"), shape4(padded), tfl::TensorType::INT8, Some(act_quant(quant)));
+        (pt, po)
+    }
+
     fn unsupported(&self, i: usize, reason: impl Into<String>) -> TflExportError {
         TflExportError::Unsupported { layer: i, kind: self.plan.model.layers[i].kind(), reason: reason.into() }
     }
@@ -469,25 +482,7 @@ impl Exporter<'_, '_> {
                     tfl::Padding::SAME
                 } else {
                     let p = c.pad;
-                    let padded = Shape::new(
-                        xin.shape.h + p.top as u16 + p.bottom as u16,
-                        xin.shape.w + p.left as u16 + p.right as u16,
-                        xin.shape.c,
-                    );
-                    let pv = [0, 0, p.top as i32, p.bottom as i32, p.left as i32, p.right as i32, 0, 0];
-                    let pt = self.g.constant(
-                        format!("layer{i}/paddings"),
-                        vec![4, 2],
-                        tfl::TensorType::INT32,
-                        None,
-                        i32_bytes(&pv),
-                    );
-                    let po = self.g.tensor(
-                        format!("layer{i}/padded"),
-                        shape4(padded),
-                        tfl::TensorType::INT8,
-                        Some(act_quant(&xin.quant)),
-                    );
+                    let (pt, po) = self.padding_tensors(i, xin.shape, &xin.quant, p);
                     self.g.op(tfl::BuiltinOperator::PAD, vec![x, pt], vec![po], Opts::Pad);
                     rep.ops.push("PAD");
                     rep.note.push_str(&format!(
@@ -582,31 +577,13 @@ impl Exporter<'_, '_> {
                 } else if max && pp.top < p.kh && pp.bottom < p.kh && pp.left < p.kw && pp.right < p.kw {
                     // Every window keeps a real pixel: padding with -128
                     // (PADV2) never wins the max, as ignored positions.
-                    let padded = Shape::new(
-                        xin.shape.h + pp.top as u16 + pp.bottom as u16,
-                        xin.shape.w + pp.left as u16 + pp.right as u16,
-                        xin.shape.c,
-                    );
-                    let pv = [0, 0, pp.top as i32, pp.bottom as i32, pp.left as i32, pp.right as i32, 0, 0];
-                    let pt = self.g.constant(
-                        format!("layer{i}/paddings"),
-                        vec![4, 2],
-                        tfl::TensorType::INT32,
-                        None,
-                        i32_bytes(&pv),
-                    );
+                    let (pt, po) = self.padding_tensors(i, xin.shape, &xin.quant, pp);
                     let cv = self.g.constant(
                         format!("layer{i}/pad_value"),
                         vec![1],
                         tfl::TensorType::INT8,
                         Some(act_quant(&xin.quant)),
                         vec![(-128i8) as u8],
-                    );
-                    let po = self.g.tensor(
-                        format!("layer{i}/padded"),
-                        shape4(padded),
-                        tfl::TensorType::INT8,
-                        Some(act_quant(&xin.quant)),
                     );
                     self.g.op(tfl::BuiltinOperator::PADV2, vec![x, pt, cv], vec![po], Opts::PadV2);
                     rep.ops.push("PADV2");
